@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrealtime/pgrealtime/internal/pgcluster"
+)
+
+// benchEnv is what every measurement shares: one Postgres, one database with
+// the `bench` table, the pgrealtime binary and its settings.
+type benchEnv struct {
+	cfg     config
+	log     io.Writer
+	work    string
+	cluster *pgcluster.Cluster
+	dbURL   string
+	srv     serverOptions
+	token   string
+	self    string
+	pubs    string // publication_names for pg_recvlogical: the ones pgrealtime uses
+}
+
+const (
+	dbName   = "bench"
+	slotName = "pgrealtime" // pgrealtime's default slot
+	recvSlot = "bench_recv" // pg_recvlogical's copy
+	// Columns are named so that none collides with an envelope key the
+	// clients look up (type, timestamp, record_id, position).
+	tableSQL = `CREATE TABLE bench (id bigserial PRIMARY KEY, v integer NOT NULL, note text NOT NULL);
+ALTER TABLE bench SET (autovacuum_enabled = false);`
+	insertSQL = `INSERT INTO bench (v, note) VALUES ($1, 'live row')`
+)
+
+func (e *benchEnv) logf(format string, args ...any) {
+	fmt.Fprintf(e.log, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	raiseFileLimit()
+	e := &benchEnv{cfg: cfg, log: stderr}
+	var err error
+	if e.work, err = os.MkdirTemp("", "pgrealtime-bench-"); err != nil {
+		return err
+	}
+	if cfg.KeepWork {
+		e.logf("work directory %s (kept)", e.work)
+	} else {
+		defer os.RemoveAll(e.work)
+	}
+	if e.self, err = selfPath(); err != nil {
+		return err
+	}
+	if cfg.Binary == "" {
+		if cfg.Binary, err = buildPgrealtime(ctx, e.work); err != nil {
+			return err
+		}
+	}
+	if e.srv.Binary, err = filepath.Abs(cfg.Binary); err != nil {
+		return err
+	}
+
+	e.logf("starting a throwaway Postgres")
+	e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{
+		Dir: filepath.Join(e.work, "pg"),
+		// No checkpoint in the middle of a measurement.
+		Settings: []string{"max_wal_size = '16GB'", "checkpoint_timeout = '1h'"},
+	})
+	if err != nil {
+		return err
+	}
+	defer e.cluster.Close()
+	if err := e.setupDB(ctx); err != nil {
+		return err
+	}
+
+	res := &results{Machine: machine(), Date: time.Now().UTC(), Command: cfg.Command, Quick: cfg.Quick, Config: cfg}
+	res.PGVersion = e.pgVersion(ctx)
+	start := time.Now()
+
+	// Catch-up leaves its server running, caught up, for the live latency
+	// and fan-out measurements.
+	e.logf("1/5 catch-up: %d rows in %d-row transactions", cfg.CatchupRows, cfg.CatchupTx)
+	srv, cu, err := e.catchup(ctx)
+	res.Catchup, res.CatchupErr = cu, errString(err)
+	if srv == nil && err == nil {
+		err = errors.New("catch-up left no server")
+	}
+	if srv == nil {
+		// Later measurements still need a server.
+		if srv, err = e.startReady(ctx, "--max-connections", "25000"); err != nil {
+			return fmt.Errorf("start pgrealtime after failed catch-up (%s): %w", res.CatchupErr, err)
+		}
+	}
+	e.logf("2/5 live latency")
+	res.Latency, err = e.latency(ctx, srv)
+	res.LatencyErr = errString(err)
+	e.logf("3/5 fan-out to %d subscribers", cfg.FanoutSubs)
+	res.Fanout, err = e.fanout(ctx, srv)
+	res.FanoutErr = errString(err)
+	if err := srv.stop(); err != nil {
+		e.logf("stopping pgrealtime: %v", err)
+	}
+	e.logf("4/5 memory per idle connection")
+	res.Memory, err = e.memory(ctx)
+	res.MemoryErr = errString(err)
+	e.logf("5/5 write overhead: %d writers, %s per setup, %d rounds", cfg.Writers, cfg.WriteTime, cfg.WriteRounds)
+	res.Writes, err = e.writes(ctx)
+	res.WritesErr = errString(err)
+	res.Elapsed = time.Since(start)
+
+	md := res.markdown()
+	fmt.Fprint(stdout, md)
+	if cfg.Markdown != "" {
+		if err := os.WriteFile(cfg.Markdown, []byte(md), 0o644); err != nil {
+			return err
+		}
+	}
+	if cfg.Chart != "" {
+		if err := res.chart(cfg.Chart); err != nil {
+			return fmt.Errorf("chart: %w", err)
+		}
+	}
+	if errs := res.errors(); len(errs) > 0 {
+		return fmt.Errorf("%d measurement(s) failed: %s", len(errs), strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// buildPgrealtime builds ./cmd/pgrealtime of the enclosing module.
+func buildPgrealtime(ctx context.Context, work string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
+		return "", errors.New("no --pgrealtime binary given and not inside the pgrealtime module to build one")
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	bin := filepath.Join(work, "pgrealtime")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/pgrealtime")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/pgrealtime: %w: %s", err, out)
+	}
+	return bin, nil
+}
+
+func (e *benchEnv) setupDB(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, e.cluster.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+dbName)
+	conn.Close(ctx)
+	if err != nil {
+		return err
+	}
+	e.dbURL = e.cluster.URL(dbName)
+	if err := e.exec(ctx, tableSQL); err != nil {
+		return err
+	}
+	secret := make([]byte, 16)
+	rand.Read(secret)
+	e.srv.Secret = hex.EncodeToString(secret)
+	e.srv.DatabaseURL = e.dbURL
+	e.srv.WorkDir = e.work
+	e.srv.RulesFile = filepath.Join(e.work, "rules.yaml")
+	if err := os.WriteFile(e.srv.RulesFile, []byte("collections:\n  bench:\n    read: \"true\"\n"), 0o644); err != nil {
+		return err
+	}
+	e.token, err = adminToken(e.srv.Secret)
+	return err
+}
+
+func (e *benchEnv) pgVersion(ctx context.Context) string {
+	var v string
+	_ = e.queryRow(ctx, "SHOW server_version", &v)
+	return v
+}
+
+// exec runs SQL on the bench database with a short-lived connection.
+func (e *benchEnv) exec(ctx context.Context, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+func (e *benchEnv) queryRow(ctx context.Context, sql string, dest ...any) error {
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql).Scan(dest...)
+}
+
+// startReady starts a pgrealtime process and waits for /readyz.
+func (e *benchEnv) startReady(ctx context.Context, extra ...string) (*server, error) {
+	s, err := startServer(e.srv, extra...)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
