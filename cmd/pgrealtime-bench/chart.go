@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -60,8 +62,43 @@ func newPlot(title, ylabel string) *plot.Plot {
 	p.Title.TextStyle.Font.Size = vg.Points(14)
 	p.Y.Label.Text = ylabel
 	p.Y.Min = 0
+	p.Y.Tick.Marker = spacedTicks{}
+	p.X.Tick.Marker = spacedTicks{}
 	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Legend.XOffs = vg.Points(10)
 	return p
+}
+
+// spacedTicks are the default ticks labelled like the report's numbers
+// (200 000, 1.5).
+type spacedTicks struct{}
+
+func (spacedTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ts {
+		if ts[i].Label == "" {
+			continue
+		}
+		switch v := ts[i].Value; {
+		case v >= 1000:
+			ts[i].Label = thousands(v)
+		default:
+			ts[i].Label = strconv.FormatFloat(v, 'g', 4, 64)
+		}
+	}
+	return ts
+}
+
+// headroom leaves space above the tallest bar for the legend.
+func headroom(p *plot.Plot, vals ...[]float64) {
+	m := 0.0
+	for _, vs := range vals {
+		for _, v := range vs {
+			m = math.Max(m, v)
+		}
+	}
+	p.Y.Max = math.Max(p.Y.Max, m*1.35)
 }
 
 func noData(p *plot.Plot, why string) *plot.Plot {
@@ -102,7 +139,7 @@ func (r *results) catchupPlot() *plot.Plot {
 		return noData(p, "no data")
 	}
 	p.Add(bars([]float64{cu.RecvRate, 0}, vg.Points(60), colRef, 0), bars([]float64{0, cu.Rate}, vg.Points(60), colMain, 0))
-	p.NominalX("pg_recvlogical", fmt.Sprintf("pgrealtime (%.2fx)", cu.Ratio))
+	p.NominalX(fmt.Sprintf("pg_recvlogical\n%s rows/s", thousands(cu.RecvRate)), fmt.Sprintf("pgrealtime + 1 subscriber\n%s rows/s (%.2fx)", thousands(cu.Rate), cu.Ratio))
 	p.Title.Text = fmt.Sprintf("1. Catch-up of %s rows (rows/s)", thousands(float64(cu.Rows)))
 	return p
 }
@@ -125,6 +162,7 @@ func (r *results) latencyPlot() *plot.Plot {
 	p.Legend.Add("p99", b2)
 	p.NominalX(names...)
 	p.X.Min, p.X.Max = -0.5, float64(len(names))-0.5
+	headroom(p, p50, p99)
 	goal(p, 15, "p99 target at 1 000 rows/s (15 ms)")
 	return p
 }
@@ -153,7 +191,10 @@ func (r *results) fanoutPlot() *plot.Plot {
 		}
 	}
 	p.X.Min = 0
-	p.X.Max = xys[len(xys)-1].X * 1.15
+	for _, xy := range xys {
+		p.X.Max = math.Max(p.X.Max, xy.X*1.15)
+		p.Y.Max = math.Max(p.Y.Max, xy.Y*1.35)
+	}
 	goal(p, r.Config.FanoutP99, "100 ms")
 	return p
 }
@@ -176,7 +217,7 @@ func (r *results) fanoutCPUPlot() *plot.Plot {
 	p.Legend.Add("pgrealtime", b1)
 	p.Legend.Add("client process (load generator)", b2)
 	p.NominalX(names...)
-	p.Y.Max = float64(nprocs()) * 1.2
+	headroom(p, srv, cl)
 	return p
 }
 
@@ -193,6 +234,7 @@ func (r *results) memoryPlot() *plot.Plot {
 		names = append(names, thousands(float64(pt.Conns))+" connections")
 	}
 	p.Add(bars(vals, vg.Points(50), colMain, 0))
+	headroom(p, vals)
 	p.NominalX(names...)
 	p.X.Min, p.X.Max = -0.5, float64(len(names))-0.5
 	goal(p, 12000.0/1024, "target 12 KB")

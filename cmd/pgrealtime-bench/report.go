@@ -101,7 +101,7 @@ func (r *results) markdown() string {
 	w("- Date: %s\n", r.Date.Format("2006-01-02 15:04 MST"))
 	w("- Machine: %s\n", r.Machine)
 	w("- PostgreSQL %s: a throwaway cluster started by the benchmark (wal_level=logical, fsync=off, synchronous_commit=off, as every test cluster here), on the same machine\n", r.PGVersion)
-	w("- Command: `%s` (via `make bench`), %s in all\n", r.Command, r.Elapsed.Round(time.Second))
+	w("- Command: `%s` (what `make bench` runs after building both binaries), %s in all\n", r.Command, r.Elapsed.Round(time.Second))
 	w("- Every process (Postgres, pgrealtime, the client processes, the writers) shares the same cores; all traffic is on 127.0.0.1.\n\n")
 	w("![benchmark chart](benchmarks.png)\n\n")
 
