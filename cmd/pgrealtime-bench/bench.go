@@ -30,6 +30,8 @@ type benchEnv struct {
 	token   string
 	self    string
 	pubs    string // publication_names for pg_recvlogical: the ones pgrealtime uses
+	// recvlogical is pg_recvlogical of the same installation as the server.
+	recvlogical string
 }
 
 const (
@@ -73,14 +75,20 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	e.logf("starting a throwaway Postgres")
 	e.cluster, err = pgcluster.Start(ctx, pgcluster.Options{
-		Dir: filepath.Join(e.work, "pg"),
-		// No checkpoint in the middle of a measurement.
-		Settings: []string{"max_wal_size = '16GB'", "checkpoint_timeout = '1h'"},
+		// synchronous_commit back to Postgres's default (on): with it off, a
+		// walsender sees a commit only when the WAL writer flushes (up to
+		// wal_writer_delay = 200 ms later), which is not what users run.
+		// fsync stays off: the disk is not what is measured. No checkpoint
+		// in the middle of a measurement.
+		Settings: []string{"synchronous_commit = on", "max_wal_size = '16GB'", "checkpoint_timeout = '1h'"},
 	})
 	if err != nil {
 		return err
 	}
 	defer e.cluster.Close()
+	if e.recvlogical, err = findRecvlogical(e.cluster.BinDir); err != nil {
+		return err
+	}
 	if err := e.setupDB(ctx); err != nil {
 		return err
 	}
@@ -225,4 +233,24 @@ func (e *benchEnv) startReady(ctx context.Context, extra ...string) (*server, er
 		return nil, err
 	}
 	return s, nil
+}
+
+// findRecvlogical finds pg_recvlogical beside the server binaries; the bin
+// directory on PATH may hold only symlinks to initdb and pg_ctl, so their
+// target directory is tried too.
+func findRecvlogical(binDir string) (string, error) {
+	dirs := []string{binDir}
+	if p, err := filepath.EvalSymlinks(filepath.Join(binDir, "initdb")); err == nil {
+		dirs = append(dirs, filepath.Dir(p))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, "pg_recvlogical")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("pg_recvlogical"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("pg_recvlogical not found in %s: install the PostgreSQL client programs", strings.Join(dirs, " or "))
 }

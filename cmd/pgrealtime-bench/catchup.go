@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,10 +20,15 @@ type catchupResult struct {
 	RecvSeconds float64 `json:"recv_seconds"`
 	RecvRate    float64 `json:"recv_rows_per_s"`
 	RecvCPU     float64 `json:"recv_cpu_s"`
+	RecvEnd     string  `json:"recv_end"` // how pg_recvlogical says it stopped
 	// pgrealtime from process start until the subscriber has every row.
 	Seconds   float64 `json:"seconds"`
 	Rate      float64 `json:"rows_per_s"`
 	Received  int     `json:"received"`
+	// ServerSeconds is when pgrealtime's own counter of WAL events
+	// (/metrics) reached Rows: decoding and publishing, without the socket.
+	ServerSeconds float64 `json:"server_seconds"`
+	SubscriberErr string  `json:"subscriber_error,omitempty"`
 	Resumed   bool    `json:"resumed"` // subscribed with since (else live, late)
 	ServerCPU float64 `json:"server_cpu_s"`
 	History   int     `json:"history_size"`
@@ -70,29 +75,42 @@ func (e *benchEnv) catchup(ctx context.Context) (*server, *catchupResult, error)
 	if err != nil {
 		return nil, r, err
 	}
+	// endLSN is the WAL insert position inside the last transaction, after
+	// its rows and before its commit record: pg_recvlogical (-E) stops when
+	// it receives that commit, whatever WAL other backends write meanwhile.
+	var endLSN string
+	var lastID int64
 	t0 := time.Now()
 	for done := 0; done < cfg.CatchupRows; done += cfg.CatchupTx {
 		n := min(cfg.CatchupTx, cfg.CatchupRows-done)
-		if _, err := conn.Exec(ctx, `INSERT INTO bench (v, note) SELECT g, 'backlog row ' || g FROM generate_series($1::int, $2::int) g`, done+1, done+n); err != nil {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO bench (v, note) SELECT g, 'backlog row ' || g FROM generate_series($1::int, $2::int) g`, done+1, done+n); err != nil {
+				return err
+			}
+			if done+n < cfg.CatchupRows {
+				return nil
+			}
+			return tx.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text, max(id) FROM bench`).Scan(&endLSN, &lastID)
+		})
+		if err != nil {
 			conn.Close(ctx)
 			return nil, r, fmt.Errorf("write backlog: %w", err)
 		}
 	}
 	r.WriteSeconds = time.Since(t0).Seconds()
-	var endLSN string
-	var lastID int64
-	err = conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, max(id) FROM bench`).Scan(&endLSN, &lastID)
 	conn.Close(ctx)
-	if err != nil {
-		return nil, r, err
-	}
 	e.logf("   backlog of %d rows written in %.1f s; draining with pg_recvlogical", cfg.CatchupRows, r.WriteSeconds)
 
 	// 4. pg_recvlogical: Postgres's own decoding, output thrown away.
-	recv := exec.CommandContext(ctx, filepath.Join(e.cluster.BinDir, "pg_recvlogical"),
+	//    (A walsender decodes only flushed WAL; with synchronous_commit on
+	//    it is flushed at commit, but make sure.)
+	if err := e.waitFlushed(ctx); err != nil {
+		return nil, r, err
+	}
+	recv := exec.CommandContext(ctx, e.recvlogical,
 		"-d", e.dbURL, "-S", recvSlot, "--start", "--no-loop",
 		"-o", "proto_version=1", "-o", "publication_names="+e.pubs,
-		"-E", endLSN, "-f", "/dev/null")
+		"-E", endLSN, "-f", "/dev/null", "-v")
 	t0 = time.Now()
 	out, err := recv.CombinedOutput()
 	r.RecvSeconds = time.Since(t0).Seconds()
@@ -101,76 +119,109 @@ func (e *benchEnv) catchup(ctx context.Context) (*server, *catchupResult, error)
 	}
 	r.RecvRate = float64(cfg.CatchupRows) / r.RecvSeconds
 	r.RecvCPU = (recv.ProcessState.UserTime() + recv.ProcessState.SystemTime()).Seconds()
-	e.logf("   pg_recvlogical: %.2f s, %.0f rows/s; now pgrealtime", r.RecvSeconds, r.RecvRate)
+	r.RecvEnd = lastLine(string(out))
+	e.logf("   pg_recvlogical: %.2f s, %.0f rows/s (%s); now pgrealtime", r.RecvSeconds, r.RecvRate, r.RecvEnd)
 
 	// 5. pgrealtime: start it, connect a subscriber as soon as the port
-	//    answers, resume from the marker, wait for the last row.
+	//    answers, resume from the marker, wait for the last row. Meanwhile
+	//    watch the server's own count of WAL events, so that the server's
+	//    catch-up time is known even if the subscriber falls behind.
 	r.History = max(10000, cfg.CatchupRows+cfg.CatchupRows/10)
 	srv, err := startServer(e.srv, "--max-connections", "25000", "--history-size", strconv.Itoa(r.History))
 	if err != nil {
 		return nil, r, err
 	}
-	fail := func(err error) (*server, *catchupResult, error) {
-		srv.stop()
-		return nil, r, err
-	}
-	cpu0, _ := cpuTime(srv.Pid())
 	deadline := 5 * time.Minute
 	if cfg.Quick {
 		deadline = time.Minute
 	}
 	cctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
+	serverDone := make(chan time.Time, 1)
+	go func() {
+		for cctx.Err() == nil && !srv.exited() {
+			if n, ok := srv.metric(cctx, `pgrealtime_events_received_total{source="wal"}`); ok && n >= float64(cfg.CatchupRows) {
+				serverDone <- time.Now()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(serverDone)
+	}()
+	subDone, subErr := e.catchupSubscriber(cctx, srv, r, since, lastID)
+	if subErr != nil {
+		r.SubscriberErr = subErr.Error()
+		e.logf("   catch-up subscriber: %v", subErr)
+	}
+	if at, ok := <-serverDone; ok {
+		r.ServerSeconds = at.Sub(srv.Started).Seconds()
+	}
+	cpu, _ := cpuTime(srv.Pid())
+	r.ServerCPU = cpu.Seconds()
+	switch {
+	case subErr == nil:
+		r.Seconds = subDone.Sub(srv.Started).Seconds()
+	case r.ServerSeconds > 0:
+		r.Seconds = r.ServerSeconds // the subscriber's share is reported as missing
+	default:
+		srv.stop()
+		return nil, r, fmt.Errorf("pgrealtime did not publish the backlog within %s (subscriber: %v): %s", deadline, subErr, srv.logTail())
+	}
+	r.Rate = float64(cfg.CatchupRows) / r.Seconds
+	r.Ratio = r.Rate / r.RecvRate
+	e.logf("   pgrealtime: %.2f s, %.0f rows/s (%.2fx pg_recvlogical); server published all at %.2f s; subscriber got %d rows",
+		r.Seconds, r.Rate, r.Ratio, r.ServerSeconds, r.Received)
+	return srv, r, nil
+}
+
+// catchupSubscriber connects as soon as the server accepts, resumes from
+// since and returns when the row lastID arrives.
+func (e *benchEnv) catchupSubscriber(ctx context.Context, srv *server, r *catchupResult, since string, lastID int64) (time.Time, error) {
 	var cl *wsClient
+	var err error
 	for {
-		cl, err = dialClient(cctx, srv.URL(), e.token)
+		cl, err = dialClient(ctx, srv.URL(), e.token)
 		if err == nil {
 			break
 		}
-		if srv.exited() || cctx.Err() != nil {
-			return fail(fmt.Errorf("connect to pgrealtime: %w: %s", err, srv.logTail()))
+		if srv.exited() || ctx.Err() != nil {
+			return time.Time{}, fmt.Errorf("connect: %w: %s", err, srv.logTail())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	defer cl.close()
-	last := []byte(strconv.FormatInt(lastID, 10))
+	last := strconv.FormatInt(lastID, 10)
 	var lastAt time.Time
 	onEvent := func(msg []byte, at time.Time) {
 		r.Received++
-		if string(jsonField(msg, "record_id")) == string(last) {
+		if string(jsonField(msg, "record_id")) == last {
 			lastAt = at
 		}
 	}
-	_, err = cl.subscribe(cctx, []string{"bench.*"}, since, onEvent)
+	_, err = cl.subscribe(ctx, []string{"bench.*"}, since, onEvent)
 	r.Resumed = err == nil
 	var pe *protocolError
 	if errors.As(err, &pe) && pe.Code == "history_unavailable" {
 		e.logf("   resume refused (%s): subscribing live; early rows will be missed", pe.Msg)
-		_, err = cl.subscribe(cctx, []string{"bench.*"}, "", onEvent)
+		_, err = cl.subscribe(ctx, []string{"bench.*"}, "", onEvent)
 	}
 	if err != nil {
-		return fail(err)
+		return time.Time{}, err
 	}
 	for lastAt.IsZero() {
-		msg, err := cl.next(cctx)
+		msg, err := cl.next(ctx)
 		if err != nil {
-			return fail(fmt.Errorf("catch-up subscriber after %d of %d rows: %w", r.Received, cfg.CatchupRows, err))
+			return time.Time{}, fmt.Errorf("after %d of %d rows: %w", r.Received, r.Rows, err)
 		}
 		at := time.Now()
 		if string(jsonField(msg, "type")) == "record_event" {
 			onEvent(msg, at)
 		}
 	}
-	cpu1, _ := cpuTime(srv.Pid())
-	r.Seconds = lastAt.Sub(srv.Started).Seconds()
-	r.Rate = float64(cfg.CatchupRows) / r.Seconds
-	r.ServerCPU = (cpu1 - cpu0).Seconds()
-	r.Ratio = r.Rate / r.RecvRate
-	e.logf("   pgrealtime: %.2f s, %.0f rows/s (%.2fx pg_recvlogical), subscriber got %d rows", r.Seconds, r.Rate, r.Ratio, r.Received)
-	if r.Received < cfg.CatchupRows {
-		return srv, r, fmt.Errorf("catch-up subscriber received %d of %d rows", r.Received, cfg.CatchupRows)
+	if r.Received < r.Rows {
+		return lastAt, fmt.Errorf("received the last row but only %d of %d rows", r.Received, r.Rows)
 	}
-	return srv, r, nil
+	return lastAt, nil
 }
 
 // markerPosition subscribes, commits one row and returns the position of
@@ -198,4 +249,28 @@ func (e *benchEnv) markerPosition(ctx context.Context, s *server) (string, error
 			return string(jsonField(msg, "position")), nil
 		}
 	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimPrefix(lines[len(lines)-1], "pg_recvlogical: ")
+}
+
+// waitFlushed waits until the WAL written so far is flushed.
+func (e *benchEnv) waitFlushed(ctx context.Context) error {
+	var target string
+	if err := e.queryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`, &target); err != nil {
+		return err
+	}
+	for i := 0; i < 500; i++ {
+		var ok bool
+		if err := e.queryRow(ctx, `SELECT pg_current_wal_flush_lsn() >= '`+target+`'::pg_lsn`, &ok); err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("WAL not flushed to %s within 5 s", target)
 }

@@ -58,7 +58,7 @@ func defaultConfig(quick bool) config {
 		LatencyRate: 1000, LatencySubs: []int{1, 10}, LatencyManySubs: 1000, LatencyManyRate: 10, LatencyTime: 10 * time.Second,
 		FanoutSubs: 10000, FanoutRates: []int{10, 20, 40, 80, 160}, FanoutStep: 5 * time.Second, FanoutP99: 100,
 		IdleConns: []int{10000, 19000}, IdleWait: 5 * time.Second,
-		Writers: 8, WriteTime: 8 * time.Second, WriteRounds: 2,
+		Writers: 8, WriteTime: 6 * time.Second, WriteRounds: 3,
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,7 +112,7 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 	var detach func() int64
 	switch setup {
 	case setupRecv:
-		cmd := exec.Command(filepath.Join(e.cluster.BinDir, "pg_recvlogical"),
+		cmd := exec.Command(e.recvlogical,
 			"-d", e.dbURL, "-S", recvSlot, "--start", "--no-loop",
 			"-o", "proto_version=1", "-o", "publication_names="+e.pubs, "-f", "/dev/null")
 		if err := cmd.Start(); err != nil {
