@@ -105,8 +105,11 @@ func (c *Config) Source(name string) string {
 type option struct {
 	name string
 	def  string // default as text; "" means none
-	// devDef, when set, replaces def under `pgrealtime dev`.
+	// devDef, when set, replaces def under `pgrealtime dev`; in
+	// parentheses it is only shown, not parsed.
 	devDef string
+	// docDef, when set, is shown instead of def in usage and the README.
+	docDef string
 	help   string
 	cmds   command
 	isBool bool
@@ -165,7 +168,7 @@ func anyString(dst func(*Config) *string) func(*Config, string) error {
 
 // options is the flag table. Keep it in the order the README shows.
 var options = []option{
-	{name: "database-url", help: "Postgres connection URL or DSN (libpq syntax); `DATABASE_URL` is read when neither the flag nor `PGREALTIME_DATABASE_URL` is set", cmds: cmdServe | cmdTeardown,
+	{name: "database-url", docDef: "(required for serve)", help: "Postgres connection URL or DSN (libpq syntax); `DATABASE_URL` is read when neither the flag nor `PGREALTIME_DATABASE_URL` is set", cmds: cmdServe | cmdTeardown,
 		set: anyString(func(c *Config) *string { return &c.DatabaseURL })},
 	{name: "listen", def: ":8080", help: "HTTP address (WebSocket, health, metrics, inspector)", cmds: cmdServe | cmdDev | cmdHealthcheck,
 		set: func(c *Config, v string) error {
@@ -222,7 +225,7 @@ var options = []option{
 		set: func(c *Config, v string) error { return positiveInt(&c.SendQueue)(c, v) }},
 	{name: "history-size", def: "10000", help: "events kept in memory for resume with `since`", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error { return positiveInt(&c.HistorySize)(c, v) }},
-	{name: "allowed-origins", help: "comma list of origins allowed to open a WebSocket (`https://app.example.com`, `*.example.com`, `*`); default: same host only; requests without Origin are allowed", cmds: cmdServe | cmdDev,
+	{name: "allowed-origins", docDef: "(same host only)", help: "comma list of origins allowed to open a WebSocket (`https://app.example.com`, `*.example.com`, `*`); default: same host only; requests without Origin are allowed", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			c.AllowedOrigins = nil
 			for _, o := range strings.Split(v, ",") {
@@ -374,6 +377,9 @@ func printUsage(w io.Writer, cmd command, cmdName string) {
 			continue
 		}
 		def := o.def
+		if o.docDef != "" {
+			def = o.docDef
+		}
 		if cmd == cmdDev && o.devDef != "" {
 			def = o.devDef
 		}
@@ -390,17 +396,14 @@ func flagsMarkdown() string {
 	b.WriteString("| flag | environment | default | commands | meaning |\n|---|---|---|---|---|\n")
 	for _, o := range options {
 		def := "—"
-		if o.def != "" {
+		switch {
+		case o.docDef != "":
+			def = strings.Trim(o.docDef, "()")
+		case o.def != "":
 			def = "`" + o.def + "`"
 		}
 		if o.devDef != "" {
 			def += " (dev: " + strings.Trim(o.devDef, "()") + ")"
-			if o.def == "" {
-				def = "— (dev: " + strings.Trim(o.devDef, "()") + ")"
-			}
-		}
-		if o.name == "database-url" {
-			def = "— (required for serve)"
 		}
 		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s | %s |\n", o.name, envName(o.name), def, o.cmds, strings.ReplaceAll(o.help, "|", "\\|"))
 	}
