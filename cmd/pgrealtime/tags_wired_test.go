@@ -1,0 +1,5 @@
+//go:build wired
+
+package main
+
+const buildTags = "wired"
