@@ -470,7 +470,18 @@ func readJWKS(c *Config) ([]byte, error) {
 // newLogger builds the process logger from --log-level and --log-format.
 func newLogger(c *Config, w io.Writer) zerolog.Logger {
 	if c.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
 	}
 	return zerolog.New(w).Level(c.LogLevel).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a character device (colours for humans,
+// plain text for files and pipes).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
