@@ -476,6 +476,7 @@ func newLogger(c *Config, w io.Writer) zerolog.Logger {
 	if c.LogFormat == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
 	}
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" // milliseconds
 	return zerolog.New(w).Level(c.LogLevel).With().Timestamp().Logger()
 }
 
