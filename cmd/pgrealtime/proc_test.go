@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +46,11 @@ func binary(t *testing.T) string {
 		binPath = filepath.Join(binDir, "pgrealtime")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-tags", buildTags, "-o", binPath, ".")
+		goTool := "go"
+		if _, err := exec.LookPath("go"); err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		cmd := exec.CommandContext(ctx, goTool, "build", "-tags", buildTags, "-o", binPath, ".")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)

@@ -135,10 +135,12 @@ func TestResumeAcrossRestart(t *testing.T) {
 				last = ev.str("position")
 			}
 
+			stopAt := time.Now()
 			srv.signal(sig)
 			if code := srv.wait(10 * time.Second); sig == syscall.SIGTERM && code != 0 {
 				t.Fatalf("exit code %d after SIGTERM", code)
 			}
+			t.Logf("stopped in %v (the client does not answer the close handshake)", time.Since(stopAt).Round(time.Millisecond))
 			// Written while pgrealtime is down, in two transactions.
 			execSQL(ctx, t, s.url, `INSERT INTO posts (title) VALUES ('down-1'), ('down-2')`)
 			execSQL(ctx, t, s.url, `INSERT INTO posts (title) VALUES ('down-3')`)

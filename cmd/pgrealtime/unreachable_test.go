@@ -65,3 +65,26 @@ func TestUnreachableDatabase(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM, want 0", code)
 	}
 }
+
+// TestFatalSetupErrorExit1: a problem retrying cannot fix (here a database
+// that does not exist) ends serve with exit 1 and a message saying what to
+// change, instead of retrying for ever.
+func TestFatalSetupErrorExit1(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := pgtest.WithDatabase(t, pgtest.NewDB(t), "no_such_database")
+	p := startProc(t, []string{"DATABASE_URL=" + url}, "serve", "--listen", freeAddr(t), "--slot", uniqueName("slot"))
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		t.Fatal("serve did not exit on a missing database")
+	}
+	if code := p.wait(time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	last := strings.TrimSpace(p.stderr.String())
+	last = last[strings.LastIndexByte(last, '\n')+1:]
+	if !strings.HasPrefix(last, "pgrealtime: ") || !strings.Contains(last, "no_such_database") || !strings.Contains(last, "create the database") {
+		t.Fatalf("last stderr line %q", last)
+	}
+}
