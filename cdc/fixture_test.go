@@ -268,7 +268,7 @@ var fixtureCases = []struct {
 		name: "toast",
 		setup: `CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
 			ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;`,
-		changes: `INSERT INTO docs VALUES (1, 't', repeat('x', 10000));
+		changes: `INSERT INTO docs VALUES (1, 't', repeat('x', 2500));
 			UPDATE docs SET title = 'changed' WHERE id = 1;`,
 	},
 	{
@@ -348,6 +348,10 @@ func TestRecordFixtures(t *testing.T) {
 			}
 			if _, err := conn.Exec(ctx, c.changes); err != nil {
 				t.Fatalf("changes: %v", err)
+			}
+			// Flush WAL: a lone non-transactional message does not.
+			if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+				t.Fatal(err)
 			}
 			rows, err := conn.Query(ctx, `SELECT data FROM pg_logical_slot_get_binary_changes('fx', NULL, NULL,
 				'proto_version', '1', 'publication_names', 'fx', 'messages', 'true')`)
