@@ -252,29 +252,22 @@ func tokenFrom(r *http.Request) string {
 	return r.URL.Query().Get("access_token")
 }
 
-// verify checks a presented token. Without a configured verifier every
-// token is refused.
+// verify checks a presented token (the verifier counts refusals in
+// metrics). Without a configured verifier every token is refused.
 func (s *Server) verify(token string) (*auth.Identity, error) {
 	if !s.cfg.Verifier.Enabled() {
-		return nil, fmt.Errorf("%w: this server accepts no tokens (no JWT secret or JWKS configured)", auth.ErrInvalidToken)
+		metrics.TokensRejected.WithLabelValues("invalid").Inc()
+		return nil, fmt.Errorf("%w: token authentication is not configured: set --jwt-secret or --jwks-file", auth.ErrInvalidToken)
 	}
 	id, err := s.cfg.Verifier.Verify(token)
 	if err != nil {
 		if !errors.Is(err, auth.ErrInvalidToken) && !errors.Is(err, auth.ErrTokenExpired) {
 			err = fmt.Errorf("%w: %v", auth.ErrInvalidToken, err)
 		}
-		reason := "invalid"
-		if errors.Is(err, auth.ErrTokenExpired) {
-			reason = "expired"
-		}
-		metrics.TokensRejected.WithLabelValues(reason).Inc()
 		return nil, err
 	}
 	if id == nil {
 		return nil, fmt.Errorf("%w: verifier returned no identity", auth.ErrInvalidToken)
-	}
-	if id.Claims == nil {
-		id.Claims = map[string]any{}
 	}
 	return id, nil
 }
