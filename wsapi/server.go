@@ -103,6 +103,8 @@ type Server struct {
 	origins originPolicy
 	mux     *http.ServeMux
 
+	sinceWait time.Duration // SinceWait; shorter in tests
+
 	count   atomic.Int64 // admitted connections, for MaxConnections
 	closing atomic.Bool
 
@@ -149,6 +151,8 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger.With().Str(logComponent, "wsapi").Logger(),
 		origins: op,
 		conns:   make(map[*conn]struct{}),
+
+		sinceWait: SinceWait,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realtime", s.serveRealtime)
@@ -194,7 +198,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.ws.CloseNow()
+			c.cancel() // drops the socket: its reads and writes fail at once
 		}
 		s.mu.Unlock()
 		return ctx.Err()

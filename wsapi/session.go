@@ -211,7 +211,7 @@ func (c *conn) subscribe(id *string, req *request) {
 	}
 
 	c.hold()
-	ctx, cancel := context.WithTimeout(c.ctx, SinceWait)
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.sinceWait)
 	go func() { // a closing connection stops waiting for the stream
 		select {
 		case <-c.done:
@@ -226,7 +226,7 @@ func (c *conn) subscribe(id *string, req *request) {
 		case errors.Is(err, broker.ErrHistoryUnavailable):
 			c.release(errorReply(id, CodeHistoryUnavailable, err.Error(), nil))
 		case errors.Is(err, context.DeadlineExceeded) && since != nil:
-			c.release(errorReply(id, CodeHistoryUnavailable, fmt.Sprintf("%v: the stream has not reached position %s within %s", broker.ErrHistoryUnavailable, since, SinceWait), nil))
+			c.release(errorReply(id, CodeHistoryUnavailable, fmt.Sprintf("%v: the stream has not reached position %s within %s", broker.ErrHistoryUnavailable, since, c.s.sinceWait), nil))
 		case errors.Is(err, broker.ErrClosed):
 			c.release(nil)
 			c.closeWith(StatusGoingAway, "server shutting down")
