@@ -401,3 +401,5 @@ func (e *env) waitFor(what string, cond func() bool) {
 }
 
 var _ = sync.Mutex{}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
