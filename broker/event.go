@@ -49,22 +49,22 @@ func (p Position) String() string {
 
 // AppendText appends the text form of p to b.
 func (p Position) AppendText(b []byte) []byte {
+	start := len(b)
 	b = strconv.AppendUint(b, p.LSN>>32, 16)
 	b = append(b, '/')
 	b = strconv.AppendUint(b, p.LSN&0xFFFFFFFF, 16)
+	upperHex(b[start:])
 	b = append(b, ':')
-	b = strconv.AppendUint(b, uint64(p.Index), 10)
-	return upperHex(b)
+	return strconv.AppendUint(b, uint64(p.Index), 10)
 }
 
-func upperHex(b []byte) []byte {
-	// Only the LSN part has letters; the index is decimal digits.
+// upperHex upper-cases the hex digits of an LSN in place.
+func upperHex(b []byte) {
 	for i, c := range b {
 		if c >= 'a' && c <= 'f' {
 			b[i] = c - 'a' + 'A'
 		}
 	}
-	return b
 }
 
 // ErrBadPosition is returned by ParsePosition for malformed input.

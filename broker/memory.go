@@ -1,0 +1,398 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/rs/zerolog"
+)
+
+// DefaultHistorySize is the number of events Memory retains for resume.
+const DefaultHistorySize = 10000
+
+// Config configures a Memory broker.
+type Config struct {
+	// HistorySize is how many WAL events are retained for Subscribe with
+	// since. 0 keeps none (a subscriber can then resume only from the last
+	// published position).
+	HistorySize int
+	// Prepare, when set, runs once per event before it is retained and
+	// fanned out (rules: omit columns, per-event evaluation). Returning
+	// false drops the event: never retained, never delivered.
+	Prepare func(*Event) bool
+	// Logger; default zerolog.Nop().
+	Logger zerolog.Logger
+}
+
+// Memory is the in-process Broker. All state is guarded by one mutex;
+// Deliver and Replay are called with it held, which is why they must not
+// block. Encoding and Prepare run before the lock is taken.
+type Memory struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu      sync.Mutex
+	index   map[topicKey]map[*member]struct{}
+	members map[Subscriber]*member
+	seq     uint64 // fan-out sequence, for one delivery per member per event
+
+	history   []*Event // ring buffer of retained WAL events
+	histStart int      // index of the oldest retained event
+	histLen   int
+	base      Position // every event up to base was published, and all after it are retained
+	baseKnown bool
+	last      Position // last WAL event published (or base)
+	lastLSN   uint64   // CommitLSN of the last published transaction
+	changed   chan struct{}
+	closed    bool
+}
+
+var _ Broker = (*Memory)(nil)
+
+// member is one subscriber's state.
+type member struct {
+	sub      Subscriber
+	patterns map[topicKey]struct{}
+	lastSeq  uint64
+}
+
+// topicKey indexes subscriptions: {"",""} is "*", {c,""} a collection,
+// {c,id} a record.
+type topicKey struct{ coll, id string }
+
+func keyOf(p Pattern) topicKey {
+	if p.All {
+		return topicKey{}
+	}
+	return topicKey{p.Collection, p.ID}
+}
+
+// NewMemory returns an in-process broker.
+func NewMemory(cfg Config) *Memory {
+	if cfg.HistorySize < 0 {
+		cfg.HistorySize = 0
+	}
+	return &Memory{
+		cfg:     cfg,
+		log:     cfg.Logger.With().Str("component", "broker").Logger(),
+		index:   make(map[topicKey]map[*member]struct{}),
+		members: make(map[Subscriber]*member),
+		history: make([]*Event, cfg.HistorySize),
+		changed: make(chan struct{}),
+	}
+}
+
+// prepare runs the Prepare hook and encodes the event; false drops it.
+func (m *Memory) prepare(ev *Event) (bool, error) {
+	if m.cfg.Prepare != nil && !m.cfg.Prepare(ev) {
+		return false, nil
+	}
+	b, err := ev.Encode()
+	if err != nil {
+		return false, fmt.Errorf("encode %s event of %s: %w", ev.Action, ev.Collection, err)
+	}
+	ev.JSON = b
+	return true, nil
+}
+
+// Publish implements Broker.
+func (m *Memory) Publish(ctx context.Context, tx *Tx) error {
+	m.mu.Lock()
+	dup := m.closed || (m.lastLSN != 0 && tx.CommitLSN <= m.lastLSN) || (m.baseKnown && tx.CommitLSN <= m.base.LSN)
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if dup {
+		m.log.Debug().Uint64("commit_lsn", tx.CommitLSN).Msg("ignoring transaction already published")
+		return nil
+	}
+	evs := make([]*Event, 0, len(tx.Events))
+	for _, ev := range tx.Events {
+		ok, err := m.prepare(ev)
+		if err != nil {
+			// An event that cannot be encoded is a bug in a value
+			// conversion; refusing the transaction would stall the WAL.
+			m.log.Error().Err(err).Str("position", ev.Position.String()).Msg("dropping event that cannot be encoded")
+			continue
+		}
+		if ok {
+			evs = append(evs, ev)
+		}
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if (m.lastLSN != 0 && tx.CommitLSN <= m.lastLSN) || (m.baseKnown && tx.CommitLSN <= m.base.LSN) {
+		return nil // raced with another publisher of the same transaction
+	}
+	m.lastLSN = tx.CommitLSN
+	for _, ev := range evs {
+		m.retainLocked(ev)
+		if m.last.Less(ev.Position) {
+			m.last = ev.Position
+		}
+		m.fanoutLocked(ev)
+	}
+	if len(evs) > 0 {
+		close(m.changed)
+		m.changed = make(chan struct{})
+	}
+	return nil
+}
+
+func (m *Memory) retainLocked(ev *Event) {
+	n := len(m.history)
+	if n == 0 {
+		m.base, m.baseKnown = ev.Position, true
+		return
+	}
+	if m.histLen == n {
+		old := m.history[m.histStart]
+		m.base, m.baseKnown = old.Position, true
+		m.history[m.histStart] = ev
+		m.histStart = (m.histStart + 1) % n
+		return
+	}
+	m.history[(m.histStart+m.histLen)%n] = ev
+	m.histLen++
+}
+
+func (m *Memory) historyAt(i int) *Event { return m.history[(m.histStart+i)%len(m.history)] }
+
+// eventKeys returns the index keys an event matches, in a fixed array.
+func eventKeys(ev *Event) ([4]topicKey, int) {
+	var keys [4]topicKey
+	keys[0] = topicKey{}
+	keys[1] = topicKey{coll: ev.Collection}
+	n := 2
+	if ev.RecordID != "" {
+		keys[n] = topicKey{ev.Collection, ev.RecordID}
+		n++
+	}
+	if ev.OldRecordID != "" && ev.OldRecordID != ev.RecordID {
+		keys[n] = topicKey{ev.Collection, ev.OldRecordID}
+		n++
+	}
+	return keys, n
+}
+
+// fanoutLocked hands ev to every member with a matching pattern, once each.
+func (m *Memory) fanoutLocked(ev *Event) {
+	m.seq++
+	seq := m.seq
+	keys, n := eventKeys(ev)
+	for i := 0; i < n; i++ {
+		set := m.index[keys[i]]
+		for mb := range set {
+			if mb.lastSeq == seq {
+				continue
+			}
+			mb.lastSeq = seq
+			mb.sub.Deliver(ev)
+		}
+	}
+}
+
+func (mb *member) matches(ev *Event) bool {
+	keys, n := eventKeys(ev)
+	for i := 0; i < n; i++ {
+		if _, ok := mb.patterns[keys[i]]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// PublishLive implements Broker.
+func (m *Memory) PublishLive(ctx context.Context, ev *Event) error {
+	ev.Position = Position{}
+	ok, err := m.prepare(ev)
+	if err != nil || !ok {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.fanoutLocked(ev)
+	return nil
+}
+
+// SetBase implements Broker.
+func (m *Memory) SetBase(pos Position) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.baseKnown && !m.base.Less(pos) {
+		return
+	}
+	m.base, m.baseKnown = pos, true
+	if m.last.Less(pos) {
+		m.last = pos
+	}
+	if m.lastLSN < pos.LSN {
+		m.lastLSN = pos.LSN
+	}
+	// Retained events at or before the new base stay valid for replay.
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Subscribe implements Broker.
+func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Pattern, since *Position) (Position, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if since != nil {
+		// Wait for the stream to reach since (still catching up after a restart).
+		for !m.closed && m.last.Less(*since) {
+			ch := m.changed
+			m.mu.Unlock()
+			select {
+			case <-ch:
+				m.mu.Lock()
+			case <-ctx.Done():
+				m.mu.Lock()
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return Position{}, fmt.Errorf("%w (position %s is ahead of the stream, which reached %s)", ErrHistoryUnavailable, since, m.last)
+				}
+				return Position{}, ctx.Err()
+			}
+		}
+	}
+	if m.closed {
+		return Position{}, ErrClosed
+	}
+	mb := m.members[sub]
+	var replay []*Event
+	if since != nil {
+		if !m.resumableLocked(*since) {
+			return Position{}, ErrHistoryUnavailable
+		}
+		replay = m.replayLocked(mb, patterns, *since)
+	}
+	if mb == nil {
+		mb = &member{sub: sub, patterns: make(map[topicKey]struct{}, len(patterns))}
+		m.members[sub] = mb
+	}
+	if len(replay) > 0 {
+		sub.Replay(replay)
+	}
+	for _, p := range patterns {
+		k := keyOf(p)
+		if _, ok := mb.patterns[k]; ok {
+			continue
+		}
+		mb.patterns[k] = struct{}{}
+		set := m.index[k]
+		if set == nil {
+			set = make(map[*member]struct{})
+			m.index[k] = set
+		}
+		set[mb] = struct{}{}
+	}
+	return m.last, nil
+}
+
+// resumableLocked reports whether every event after since is retained.
+func (m *Memory) resumableLocked(since Position) bool {
+	if m.baseKnown && !since.Less(m.base) {
+		return true
+	}
+	return m.histLen > 0 && !since.Less(m.historyAt(0).Position)
+}
+
+// replayLocked collects retained events after since that match the new
+// patterns and none of the member's existing ones.
+func (m *Memory) replayLocked(mb *member, patterns []Pattern, since Position) []*Event {
+	fresh := &member{patterns: make(map[topicKey]struct{}, len(patterns))}
+	for _, p := range patterns {
+		fresh.patterns[keyOf(p)] = struct{}{}
+	}
+	// Binary search for the first retained event after since.
+	lo, hi := 0, m.histLen
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if m.historyAt(mid).Position.Compare(since) <= 0 {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	var out []*Event
+	for i := lo; i < m.histLen; i++ {
+		ev := m.historyAt(i)
+		if fresh.matches(ev) && (mb == nil || !mb.matches(ev)) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// Unsubscribe implements Broker.
+func (m *Memory) Unsubscribe(sub Subscriber, patterns []Pattern) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mb := m.members[sub]
+	if mb == nil {
+		return
+	}
+	for _, p := range patterns {
+		m.dropLocked(mb, keyOf(p))
+	}
+	if len(mb.patterns) == 0 {
+		delete(m.members, sub)
+	}
+}
+
+func (m *Memory) dropLocked(mb *member, k topicKey) {
+	if _, ok := mb.patterns[k]; !ok {
+		return
+	}
+	delete(mb.patterns, k)
+	if set := m.index[k]; set != nil {
+		delete(set, mb)
+		if len(set) == 0 {
+			delete(m.index, k)
+		}
+	}
+}
+
+// Remove implements Broker.
+func (m *Memory) Remove(sub Subscriber) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mb := m.members[sub]
+	if mb == nil {
+		return
+	}
+	for k := range mb.patterns {
+		m.dropLocked(mb, k)
+	}
+	delete(m.members, sub)
+}
+
+// LastPosition implements Broker.
+func (m *Memory) LastPosition() Position {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last
+}
+
+// Close implements Broker.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
+		close(m.changed)
+		m.changed = make(chan struct{})
+	}
+	return nil
+}
