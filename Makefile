@@ -33,8 +33,11 @@ vet:
 test-go:
 	$(GO) test -race -timeout 30m ./...
 
-# Browser test (headless Chromium): filled in by the inspector work.
-test-browser:
+# Browser test (headless Chromium at /usr/bin/chromium, playwright-core from
+# npm; no browser download): the inspector against the real binary and a
+# throwaway Postgres. See browsertest/inspector.test.mjs.
+test-browser: build
+	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
 test: vet test-go test-browser
 
