@@ -33,6 +33,8 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
   '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// For Promise.race deadlines: an unref'd timer does not keep node alive.
+const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 function jwtHS256(secret, claims) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -66,7 +68,7 @@ async function startPostgres(bin) {
   const exited = new Promise((r) => child.once('exit', r));
   return {
     ...info,
-    async stop() { child.stdin.end(); await Promise.race([exited, sleep(60_000)]); },
+    async stop() { child.stdin.end(); await Promise.race([exited, deadline(60_000)]); },
   };
 }
 
@@ -81,8 +83,8 @@ class Server {
     const child = this.child;
     this.exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
     let lastStatus = 'no answer';
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
+    const until = Date.now() + 60_000;
+    while (Date.now() < until) {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`pgrealtime exited (${child.exitCode ?? child.signalCode}) before it was ready; log:\n${this.tail()}`);
       }
@@ -99,7 +101,7 @@ class Server {
   async stop(signal) {
     if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return null;
     this.child.kill(signal);
-    const res = await Promise.race([this.exited, sleep(15_000).then(() => null)]);
+    const res = await Promise.race([this.exited, deadline(15_000).then(() => null)]);
     if (res === null) { this.child.kill('SIGKILL'); return { code: null, signal: 'SIGKILL (timeout)' }; }
     return res;
   }
@@ -114,7 +116,11 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrealtime-browsertest-'));
   const cleanups = [];
   t.after(async () => {
-    for (const f of cleanups.reverse()) { try { await f(); } catch (e) { console.error('cleanup:', e.message); } }
+    for (const f of cleanups.reverse()) {
+      const t0 = Date.now();
+      try { await f(); } catch (e) { console.error('cleanup:', e.message); }
+      if (Date.now() - t0 > 5000) console.error(`cleanup step took ${Date.now() - t0} ms: ${f}`);
+    }
     if (process.env.BROWSERTEST_KEEP !== '1') fs.rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -240,7 +246,31 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.equal(detail.collection, 'posts');
   assert.equal(detail.record.title, 'written while down r2-3');
 
-  // 6. A server error is shown with its code and topic.
+  // 6. The other actions, each with its own badge: update, delete, custom
+  //    (NOTIFY), truncate.
+  const newest = async () => page.locator('#event-rows tr').first();
+  const expectNewest = async (what, action, id) => {
+    await waitFor(what, () => page.waitForFunction(([a, n]) => {
+      const tr = document.querySelector('#event-rows tr');
+      return tr && tr.dataset.action === a && Number(document.getElementById('count-received').textContent) === n;
+    }, [action, countBefore + (++extra)], { timeout: 20_000 }));
+    if (id !== undefined) assert.equal(await (await newest()).getAttribute('data-record-id'), String(id));
+  };
+  const countBefore = written.length;
+  let extra = 0;
+  await psql(`UPDATE posts SET title = 'edited title' WHERE id = ${first}`);
+  await expectNewest('the update row', 'update', first);
+  assert.match(await (await newest()).innerText(), /edited title/);
+  await psql(`DELETE FROM posts WHERE id = ${written[1]}`);
+  await expectNewest('the delete row', 'delete', written[1]);
+  await psql(`SELECT pg_notify('pgrealtime', '{"collection":"posts","event":"featured","record_id":"${first}","data":{"by":"editor"}}')`);
+  await expectNewest('the custom event row', 'custom', first);
+  assert.match(await (await newest()).innerText(), /featured[\s\S]*editor/);
+  await psql(`TRUNCATE posts`);
+  await expectNewest('the truncate row', 'truncate');
+  for (const a of ['update', 'delete', 'custom', 'truncate']) assert.equal(await page.locator('#count-' + a).innerText(), '1', a + ' counter');
+
+  // 7. A server error is shown with its code and topic.
   await page.fill('#pattern', 'posts.');
   await page.click('#subscribe');
   await waitFor('invalid_topic error', () => page.waitForSelector('#notices li[data-code="invalid_topic"]', { timeout: 10_000 }));
@@ -249,6 +279,7 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   await page.click('#patterns li[data-pattern="posts."] button.remove');
 
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
+  await page.locator('#event-rows tr[data-action="update"]').click();
   fs.mkdirSync(path.dirname(docsShot), { recursive: true });
   await page.screenshot({ path: docsShot });
   assert.equal(await status(), 'connected');
