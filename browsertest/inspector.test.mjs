@@ -167,11 +167,20 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
     }
   });
 
+  // The page's WebSocket traffic, for failure messages (last 40 frames).
+  const frames = [];
+  page.on('websocket', (ws) => {
+    const log = (dir) => (f) => { frames.push(dir + ' ' + String(f.payload).slice(0, 300)); if (frames.length > 40) frames.shift(); };
+    ws.on('framesent', log('>'));
+    ws.on('framereceived', log('<'));
+    ws.on('close', () => frames.push('x closed'));
+  });
+  if (process.env.BROWSERTEST_DEBUG === '1') page.on('websocket', (ws) => ws.on('framereceived', (f) => console.error('<', f.payload)) && ws.on('framesent', (f) => console.error('>', f.payload)));
   const diag = async () => {
     let notices = '';
     try { notices = await page.locator('#notices').innerText({ timeout: 2000 }); } catch { /* page gone */ }
     try { await page.screenshot({ path: path.join(tmp, 'failure.png') }); } catch { /* ignore */ }
-    return `\n--- page messages ---\n${notices}\n--- pgrealtime log (tail) ---\n${server.tail()}`;
+    return `\n--- page messages ---\n${notices}\n--- WebSocket frames ---\n${frames.join('\n')}\n--- pgrealtime log (tail) ---\n${server.tail()}`;
   };
   // waitFor wraps a wait so that a timeout says what the page and server were doing.
   const waitFor = async (what, fn) => {
@@ -277,10 +286,28 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.match(await page.locator('#notices li[data-code="invalid_topic"]').first().innerText(), /posts\./);
   assert.equal(await page.locator('#patterns li[data-pattern="posts."]').getAttribute('data-state'), 'error');
   await page.click('#patterns li[data-pattern="posts."] button.remove');
+  await page.waitForSelector('#patterns li[data-pattern="posts."]', { state: 'detached', timeout: 5_000 });
+  assert.equal(await page.locator('#notices li[data-code="invalid_topic"]').count(), 1, 'one error, shown once');
 
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
   await page.locator('#event-rows tr[data-action="update"]').click();
   fs.mkdirSync(path.dirname(docsShot), { recursive: true });
   await page.screenshot({ path: docsShot });
   assert.equal(await status(), 'connected');
+
+  // 8. A gap the server cannot fill: restart with a tiny history while more
+  //    rows than it holds were written. The page must say so
+  //    (history_unavailable banner) and go on live without since.
+  await server.stop('SIGTERM');
+  await waitFor('reconnecting before the gap', () => page.waitForSelector('#status[data-state="reconnecting"]', { timeout: 20_000 }));
+  for (let i = 1; i <= 8; i++) await insert(`gap row ${i}`);
+  server.args = [...server.args, '--history-size', '2'];
+  await server.start(base);
+  await waitFor('history_unavailable shown', () => page.waitForSelector('#notices li[data-code="history_unavailable"]', { timeout: 30_000 }));
+  await waitFor('gap banner', () => page.waitForSelector('#banner:not([hidden])', { timeout: 5_000 }));
+  await waitFor('live again after the gap', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="active"]', { timeout: 20_000 }));
+  const afterGap = await insert('live after the gap');
+  await expectRow(afterGap, 'live after the gap');
+  assert.equal(await page.locator('#count-duplicates').innerText(), '0');
+  assert.deepEqual(pageErrors, [], 'no script errors in the page');
 });
