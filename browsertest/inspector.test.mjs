@@ -287,10 +287,12 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.equal(await page.locator('#patterns li[data-pattern="posts."]').getAttribute('data-state'), 'error');
   await page.click('#patterns li[data-pattern="posts."] button.remove');
   await page.waitForSelector('#patterns li[data-pattern="posts."]', { state: 'detached', timeout: 5_000 });
+  await sleep(500); // time for a stray reply to arrive
   assert.equal(await page.locator('#notices li[data-code="invalid_topic"]').count(), 1, 'one error, shown once');
 
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
   await page.locator('#event-rows tr[data-action="update"]').click();
+  await sleep(1800); // let the new-row highlight fade
   fs.mkdirSync(path.dirname(docsShot), { recursive: true });
   await page.screenshot({ path: docsShot });
   assert.equal(await status(), 'connected');
