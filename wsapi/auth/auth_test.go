@@ -342,6 +342,8 @@ func TestJWKSErrors(t *testing.T) {
 		{"enc key skipped", jwks(good, edit(ec, "use", "enc")), ""},
 		{"not JSON", []byte("{"), "jwks: not a JSON object"},
 		{"no keys", []byte(`{"k":[]}`), `jwks: no "keys" array`},
+		{"single JWK", must(json.Marshal(good)), `single key (JWK), not a key set`},
+		{"PEM", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&k.rsa1.PublicKey))}), "the file is PEM, not a JWKS"},
 		{"empty keys", []byte(`{"keys":[]}`), "no usable RS256 or ES256 signing key"},
 		{"only unsupported", jwks(map[string]any{"kty": "OKP", "kid": "o", "crv": "Ed25519", "x": "AA"}), `skipped key #0 (kid "o"): kty "OKP"`},
 		{"missing kty", jwks(edit(good, "kty", nil)), `jwks: key #0 (kid "r1"): missing field "kty"`},

@@ -96,14 +96,20 @@ func (ks *keySet) find(kid, kty, alg string) (*publicKey, error) {
 // of other types or algorithms than RS256/ES256 are skipped; a malformed key
 // is an error naming it and its field. At least one usable key must remain.
 func parseJWKS(data []byte) (*keySet, error) {
+	if bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
+		return nil, fmt.Errorf(`jwks: the file is PEM, not a JWKS: give the public keys as {"keys":[{"kty":"RSA","kid":…,"n":…,"e":…}]}`)
+	}
 	var doc struct {
 		Keys *[]json.RawMessage `json:"keys"`
+		Kty  *string            `json:"kty"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
+	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("jwks: not a JSON object: %w", err)
 	}
 	if doc.Keys == nil {
+		if doc.Kty != nil {
+			return nil, fmt.Errorf(`jwks: the file is a single key (JWK), not a key set: wrap it as {"keys":[…]}`)
+		}
 		return nil, fmt.Errorf(`jwks: no "keys" array`)
 	}
 	ks := &keySet{byKid: map[string]*publicKey{}}

@@ -355,7 +355,11 @@ func (s *Set) CheckSubscribe(id *auth.Identity, p broker.Pattern) error {
 		return forbidden(fmt.Sprintf("read rule for %s denies this identity: %s", p.Collection, r.src))
 	}
 	s.logRuleError(p.Collection, r, err, "subscribe")
-	return forbidden(fmt.Sprintf("read rule for %s could not be evaluated for this identity: %v", p.Collection, err))
+	hint := ""
+	if id.Anonymous || len(id.Claims) == 0 {
+		hint = " (the connection is anonymous: auth is an empty map; send a token)"
+	}
+	return forbidden(fmt.Sprintf("read rule for %s could not be evaluated for this identity: %v%s", p.Collection, err, hint))
 }
 
 func forbidden(msg string) error { return fmt.Errorf("%w: %s", ErrForbidden, msg) }

@@ -672,3 +672,59 @@ collections:
 		t.Fatalf("counts %v", counts)
 	}
 }
+
+func TestDefaultRuleOnCollection(t *testing.T) {
+	s := compile(t, `
+collections:
+  listed:
+    omit_columns: [x]
+default:
+  read: "collection in auth.colls"
+`)
+	u := user("u1", "user", "colls", []any{"pub", "listed"})
+	for coll, want := range map[string]bool{"pub": true, "listed": true, "other": false} {
+		if err := s.CheckSubscribe(u, pat(t, coll)); (err == nil) != want {
+			t.Fatalf("CheckSubscribe %s: %v", coll, err)
+		}
+		for i := 0; i < 2; i++ { // second round: cached verdict per (identity, collection)
+			ev := rec("create", coll, "id", int64(i))
+			s.Prepare(ev)
+			if got := s.Allow(u, ev); got != want {
+				t.Fatalf("Allow %s: %v, want %v", coll, got, want)
+			}
+		}
+	}
+}
+
+func TestRuleErrorLogRateLimited(t *testing.T) {
+	s := compile(t, `
+collections:
+  items:
+    read: "record.count > 1"
+`)
+	var buf strings.Builder
+	var mu sync.Mutex
+	s.Log = zerolog.New(zerolog.SyncWriter(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.WriteString(string(p))
+	})))
+	for i := 0; i < 50; i++ {
+		ev := rec("create", "items", "id", int64(i), "count", "NaN")
+		s.Prepare(ev)
+		if s.Allow(user("u", "user"), ev) {
+			t.Fatal("allowed on error")
+		}
+	}
+	mu.Lock()
+	lines := strings.Count(buf.String(), "\n")
+	out := buf.String()
+	mu.Unlock()
+	if lines != 1 || !strings.Contains(out, `"collection":"items"`) || !strings.Contains(out, "no such overload") {
+		t.Fatalf("want one log line naming the collection and the error, got %d:\n%s", lines, out)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
