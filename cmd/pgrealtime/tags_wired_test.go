@@ -1,5 +1,0 @@
-//go:build wired
-
-package main
-
-const buildTags = "wired"
