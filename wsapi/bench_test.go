@@ -115,7 +115,7 @@ func BenchmarkSocketFanout(b *testing.B) {
 	ev := func(i int) *broker.Tx {
 		lsn := uint64(0x1000 + i*0x10)
 		e := &broker.Event{Kind: broker.KindRecord, Collection: "bench", Action: "create", RecordID: fmt.Sprint(i),
-			Record: broker.Row{{Name: "id", Value: int64(i)}, {Name: "title", Value: "hello world"}},
+			Record:    broker.Row{{Name: "id", Value: int64(i)}, {Name: "title", Value: "hello world"}},
 			Timestamp: time.Now(), Position: broker.Position{LSN: lsn, Index: 1}}
 		return &broker.Tx{CommitLSN: lsn, EndLSN: lsn + 1, Events: []*broker.Event{e}}
 	}
