@@ -11,6 +11,13 @@ import (
 // wal_level is not logical.
 var ErrNotLogical = errors.New("wal_level is not logical")
 
+type walLevelError struct{ level string }
+
+func (e *walLevelError) Error() string {
+	return "wal_level is " + e.level + "; set wal_level = logical in postgresql.conf and restart Postgres"
+}
+func (e *walLevelError) Is(target error) bool { return target == ErrNotLogical }
+
 // fatalError marks a setup failure that retrying cannot fix: Run returns
 // it instead of reconnecting.
 type fatalError struct{ err error }

@@ -180,11 +180,17 @@ func (r *Reader) setReady(ok bool, reason string) {
 // for setup failures that need a change by the user (IsFatal).
 func (r *Reader) Run(ctx context.Context) error {
 	ctx, kill := context.WithCancel(ctx)
-	defer kill()
 	r.mu.Lock()
 	r.kill = kill
 	r.mu.Unlock()
 	var wg sync.WaitGroup
+	defer func() {
+		kill()
+		wg.Wait()
+		if ok, _ := r.Ready(); ok {
+			r.setReady(false, "reader stopped")
+		}
+	}()
 	if r.cfg.NotifyChannel != "" {
 		wg.Add(1)
 		go func() {
@@ -192,8 +198,6 @@ func (r *Reader) Run(ctx context.Context) error {
 			r.listen(ctx)
 		}()
 	}
-	defer wg.Wait()
-	defer r.setReady(false, "reader stopped")
 
 	backoff := r.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -237,7 +241,7 @@ func (r *Reader) session(ctx context.Context) (err error) {
 		return fmt.Errorf("read wal_level: %w", err)
 	}
 	if walLevel != "logical" {
-		return &fatalError{fmt.Errorf("%w: wal_level is %s; set wal_level = logical in postgresql.conf and restart Postgres", ErrNotLogical, walLevel)}
+		return &fatalError{&walLevelError{walLevel}}
 	}
 	pubs, err := r.syncer.sync(ctx, conn)
 	if err != nil {
