@@ -2,14 +2,30 @@
 # a newcomer runs.
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-go vet bench bench-quick clean
+.PHONY: build dev test test-go test-browser vet bench bench-quick clean postgres
 
 build:
-	$(GO) build -o bin/pgrealtime ./cmd/pgrealtime
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
 
-dev:
-	@echo "make dev: coming with the newcomer issue (#5)"
+# Installs the PostgreSQL server binaries when they are missing (as root on
+# Debian/Ubuntu; otherwise prints the command), builds, and runs
+# `pgrealtime dev`. Pass flags with ARGS, e.g. make dev ARGS="--listen :9090".
+dev: postgres build
+	./bin/pgrealtime dev $(ARGS)
+
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing postgresql (server binaries for the throwaway dev database)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else \
+		echo "PostgreSQL server binaries (initdb, pg_ctl) are missing. Install them, then run make dev again:"; \
+		echo "    sudo apt-get install -y postgresql"; \
+		exit 1; \
+	fi
 
 vet:
 	$(GO) vet ./...
@@ -17,7 +33,15 @@ vet:
 test-go:
 	$(GO) test -race -timeout 30m ./...
 
-test: vet test-go
+# Browser test (headless Chromium at /usr/bin/chromium, playwright-core from
+# npm; no browser download): the inspector against the real binary and a
+# throwaway Postgres. See browsertest/inspector.test.mjs.
+# Enabled once serve is wired on main (cmd builds the stub until then):
+#   test-browser: build
+#   	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
+test-browser:
+
+test: vet test-go test-browser
 
 clean:
 	rm -rf bin

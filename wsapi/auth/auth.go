@@ -1,11 +1,27 @@
 // Package auth verifies connection tokens (JWT: HS256 with a shared secret,
 // RS256/ES256 with public keys from a JWKS file) and turns them into an
 // Identity.
+//
+// Guarantees: a token is accepted only when its algorithm matches the key it
+// selects (HS256 → the shared secret; RS256 → an RSA key; ES256 → a P-256
+// key), its signature verifies with that key, and its exp/nbf hold (within
+// Config.Leeway). "alg: none" is never accepted. Refusals wrap
+// ErrInvalidToken or ErrTokenExpired and say what is wrong; each one counts
+// in metrics.TokensRejected. A Verifier is safe for concurrent use.
 package auth
 
 import (
 	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
 )
 
 // Errors returned by Verify; wrap them so callers can branch with errors.Is.
@@ -14,7 +30,9 @@ var (
 	ErrTokenExpired = errors.New("token expired")
 )
 
-// Identity is who a connection acts as.
+// Identity is who a connection acts as. Treat it as immutable once created:
+// a new token gives a new *Identity. Do not copy an Identity by value (it
+// carries a cache that belongs to this value).
 type Identity struct {
 	// Anonymous is true when no token was given.
 	Anonymous bool
@@ -22,10 +40,42 @@ type Identity struct {
 	Role      string         // "role" claim
 	Claims    map[string]any // every claim; empty map when anonymous
 	ExpiresAt time.Time      // zero when the token has no "exp"
+
+	// memo holds state other packages derive from this identity (the rules
+	// package's CEL value of the claims and per-rule results). It lives and
+	// dies with the Identity, so nothing leaks when a connection changes
+	// identity or goes away.
+	memo sync.Map // key → *memoEntry
+	// last is the most recently used entry: a lookup of the same key (the
+	// common case: one rule per fan-out) is one atomic load.
+	last atomic.Pointer[memoEntry]
+}
+
+type memoEntry struct {
+	key, val any
 }
 
 // Anon returns the anonymous identity.
 func Anon() *Identity { return &Identity{Anonymous: true, Claims: map[string]any{}} }
+
+// Memo returns the value stored on id under key, calling compute to create it
+// on first use. It lets other packages (rules) cache what they derive from an
+// identity for exactly as long as the identity lives. Use a pointer as key so
+// that lookups do not allocate; compute must not call Memo on the same id
+// with the same key. Concurrent first calls may both run compute; one result
+// wins and is returned to both.
+func (id *Identity) Memo(key any, compute func() any) any {
+	if e := id.last.Load(); e != nil && e.key == key {
+		return e.val
+	}
+	v, ok := id.memo.Load(key)
+	if !ok {
+		v, _ = id.memo.LoadOrStore(key, &memoEntry{key: key, val: compute()})
+	}
+	e := v.(*memoEntry)
+	id.last.Store(e)
+	return e.val
+}
 
 // Config selects the accepted keys.
 type Config struct {
@@ -35,26 +85,240 @@ type Config struct {
 	JWKS []byte
 	// Leeway tolerated on exp/nbf.
 	Leeway time.Duration
+	// Now returns the current time; nil means time.Now. For tests.
+	Now func() time.Time
 }
 
 // Verifier checks tokens. It is safe for concurrent use.
 type Verifier struct {
-	cfg Config
+	cfg    Config
+	keys   *keySet
+	parser *jwt.Parser
+	algs   []string // accepted algorithms, sorted
 }
 
 // NewVerifier validates cfg (a malformed JWKS is an error naming the problem).
 func NewVerifier(cfg Config) (*Verifier, error) {
-	return &Verifier{cfg: cfg}, nil
+	v := &Verifier{cfg: cfg, keys: &keySet{}}
+	if len(strings.TrimSpace(string(cfg.JWKS))) > 0 {
+		ks, err := parseJWKS(cfg.JWKS)
+		if err != nil {
+			return nil, err
+		}
+		v.keys = ks
+	}
+	if len(cfg.HS256Secret) > 0 {
+		v.algs = append(v.algs, jwt.SigningMethodHS256.Alg())
+	}
+	if len(v.keys.rsa) > 0 {
+		v.algs = append(v.algs, jwt.SigningMethodRS256.Alg())
+	}
+	if len(v.keys.ec) > 0 {
+		v.algs = append(v.algs, jwt.SigningMethodES256.Alg())
+	}
+	sort.Strings(v.algs)
+	opts := []jwt.ParserOption{jwt.WithLeeway(cfg.Leeway)}
+	if len(v.algs) > 0 {
+		opts = append(opts, jwt.WithValidMethods(v.algs))
+	}
+	if cfg.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
 }
 
 // Enabled reports whether any key is configured. Without keys every
 // connection is anonymous and any presented token is refused.
 func (v *Verifier) Enabled() bool {
-	return v != nil && (len(v.cfg.HS256Secret) > 0 || len(v.cfg.JWKS) > 0)
+	return v != nil && len(v.algs) > 0
 }
+
+// Algorithms returns the accepted signing algorithms (e.g. ["HS256","RS256"]).
+func (v *Verifier) Algorithms() []string {
+	if v == nil {
+		return nil
+	}
+	return append([]string(nil), v.algs...)
+}
+
+// errNotConfigured is the refusal when no key is configured.
+var errNotConfigured = fmt.Errorf("%w: token authentication is not configured: set --jwt-secret or --jwks-file", ErrInvalidToken)
 
 // Verify checks a token and returns its identity, or an error wrapping
 // ErrInvalidToken or ErrTokenExpired with a message saying what is wrong.
 func (v *Verifier) Verify(token string) (*Identity, error) {
-	return nil, ErrInvalidToken // filled in by the identity work (issue 4)
+	id, err := v.verify(token)
+	if err != nil {
+		reason := "invalid"
+		if errors.Is(err, ErrTokenExpired) {
+			reason = "expired"
+		}
+		metrics.TokensRejected.WithLabelValues(reason).Inc()
+		return nil, err
+	}
+	return id, nil
+}
+
+func (v *Verifier) verify(token string) (*Identity, error) {
+	if !v.Enabled() {
+		return nil, errNotConfigured
+	}
+	token = strings.TrimSpace(token)
+	if token == "" {
+		return nil, invalid("token is empty")
+	}
+	claims := jwt.MapClaims{}
+	tok, err := v.parser.ParseWithClaims(token, claims, v.keyFor)
+	if err != nil {
+		return nil, v.explain(tok, err)
+	}
+	return identityFrom(claims)
+}
+
+// keyFor selects the verification key for a parsed (not yet verified) token.
+// The parser has already refused algorithms outside v.algs.
+func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	kid, _ := t.Header["kid"].(string)
+	switch alg {
+	case jwt.SigningMethodHS256.Alg():
+		// The secret only: never a public key's bytes (alg confusion).
+		return v.cfg.HS256Secret, nil
+	case jwt.SigningMethodRS256.Alg():
+		k, err := v.keys.find(kid, ktyRSA, alg)
+		if err != nil {
+			return nil, err
+		}
+		return k.rsa, nil
+	case jwt.SigningMethodES256.Alg():
+		k, err := v.keys.find(kid, ktyEC, alg)
+		if err != nil {
+			return nil, err
+		}
+		return k.ec, nil
+	}
+	return nil, &keyError{fmt.Sprintf("tokens signed with %s are not accepted (accepted: %s)", alg, strings.Join(v.algs, ", "))}
+}
+
+// keyError is a key selection failure; its message is shown to the client.
+type keyError struct{ msg string }
+
+func (e *keyError) Error() string { return e.msg }
+
+// explain turns a jwt error into one wrapping ErrInvalidToken or
+// ErrTokenExpired with a human message.
+func (v *Verifier) explain(tok *jwt.Token, err error) error {
+	var ke *keyError
+	switch {
+	case errors.As(err, &ke):
+		return invalid(ke.msg)
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return invalid("malformed token: " + strings.TrimPrefix(err.Error(), jwt.ErrTokenMalformed.Error()+": "))
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		if tok != nil && tok.Method != nil && !contains(v.algs, tok.Method.Alg()) {
+			alg := tok.Method.Alg()
+			if alg == "none" {
+				return invalid(`unsigned tokens ("alg": "none") are not accepted`)
+			}
+			return invalid(fmt.Sprintf("tokens signed with %s are not accepted (accepted: %s)", alg, strings.Join(v.algs, ", ")))
+		}
+		return invalid("signature does not match the configured key")
+	case errors.Is(err, jwt.ErrTokenExpired):
+		msg := "token has expired"
+		if tok != nil {
+			if exp, e := tok.Claims.GetExpirationTime(); e == nil && exp != nil {
+				msg = "token expired at " + exp.UTC().Format(time.RFC3339)
+			}
+		}
+		return fmt.Errorf("%w: %s", ErrTokenExpired, msg)
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		msg := "token is not valid yet"
+		if tok != nil {
+			if nbf, e := tok.Claims.GetNotBefore(); e == nil && nbf != nil {
+				msg = "token is not valid yet: nbf is " + nbf.UTC().Format(time.RFC3339)
+			}
+		}
+		return invalid(msg)
+	case errors.Is(err, jwt.ErrTokenInvalidClaims):
+		return invalid(strings.TrimPrefix(err.Error(), jwt.ErrTokenInvalidClaims.Error()+": "))
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return invalid("token cannot be verified: " + err.Error())
+	}
+	return invalid(err.Error())
+}
+
+func invalid(msg string) error { return fmt.Errorf("%w: %s", ErrInvalidToken, msg) }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func identityFrom(claims jwt.MapClaims) (*Identity, error) {
+	id := &Identity{Claims: map[string]any(claims)}
+	if sub, ok := claims["sub"]; ok {
+		s, isStr := sub.(string)
+		if !isStr {
+			return nil, invalid(fmt.Sprintf("sub claim must be a string, got %s", jsonKind(sub)))
+		}
+		id.Subject = s
+	}
+	if role, ok := claims["role"]; ok && role != nil {
+		s, isStr := role.(string)
+		if !isStr {
+			return nil, invalid(fmt.Sprintf("role claim must be a string, got %s", jsonKind(role)))
+		}
+		id.Role = s
+	}
+	exp, err := claims.GetExpirationTime()
+	if err != nil {
+		return nil, invalid("exp claim must be a number")
+	}
+	if exp != nil {
+		id.ExpiresAt = exp.Time
+	}
+	return id, nil
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// SignHS256 mints an HS256 token with the given claims (for tests and for
+// `pgrealtime dev`). A time.Time value is encoded as Unix seconds.
+func SignHS256(secret []byte, claims map[string]any) (string, error) {
+	if len(secret) == 0 {
+		return "", errors.New("sign token: empty secret")
+	}
+	mc := make(jwt.MapClaims, len(claims))
+	for k, v := range claims {
+		if t, ok := v.(time.Time); ok {
+			v = t.Unix()
+		}
+		mc[k] = v
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, mc).SignedString(secret)
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return s, nil
 }

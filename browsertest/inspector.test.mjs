@@ -1,0 +1,315 @@
+// Browser test of the inspector page against the real pgrealtime binary and
+// a throwaway Postgres, in headless Chromium (the machine's /usr/bin/chromium;
+// no browser is ever downloaded).
+//
+//   open the inspector, paste an admin token, connect, subscribe to posts.*
+//   INSERT with psql → the row appears in the events table
+//   stop pgrealtime (SIGTERM, then later SIGKILL), INSERT while it is down,
+//   start it again on the same database → the page reconnects, resumes with
+//   `since` and shows exactly the rows written meanwhile, no duplicates.
+//
+// Environment: PGREALTIME_BIN uses that binary instead of building one;
+// CHROMIUM overrides /usr/bin/chromium; BROWSERTEST_KEEP=1 keeps the temp dir.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { createHmac, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const execFileP = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..');
+const docsShot = path.join(repo, 'docs', 'inspector.png');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// For Promise.race deadlines: an unref'd timer does not keep node alive.
+const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
+
+function jwtHS256(secret, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const unsigned = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64(claims);
+  return unsigned + '.' + createHmac('sha256', secret).update(unsigned).digest('base64url');
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+async function goBuild(out, pkg) {
+  await execFileP('go', ['build', '-o', out, pkg], {
+    cwd: repo, env: { ...process.env, PATH: '/usr/local/go/bin:' + process.env.PATH }, maxBuffer: 16 << 20,
+  });
+}
+
+// Starts browsertest/testdb and returns {url, psql, stop()}.
+async function startPostgres(bin) {
+  const child = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const rl = readline.createInterface({ input: child.stdout });
+  const info = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('testdb: no URL within 120 s')), 120_000);
+    rl.once('line', (l) => { clearTimeout(timer); resolve(JSON.parse(l)); });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error('testdb exited with ' + code)); });
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  return {
+    ...info,
+    async stop() { child.stdin.end(); await Promise.race([exited, deadline(60_000)]); },
+  };
+}
+
+class Server {
+  constructor(bin, args, logPath) { Object.assign(this, { bin, args, logPath, child: null }); }
+
+  async start(baseURL) {
+    const log = fs.openSync(this.logPath, 'a');
+    fs.writeSync(log, `\n=== start ${new Date().toISOString()} ${this.args.join(' ')}\n`);
+    this.child = spawn(this.bin, this.args, { stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    const child = this.child;
+    this.exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+    let lastStatus = 'no answer';
+    const until = Date.now() + 60_000;
+    while (Date.now() < until) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`pgrealtime exited (${child.exitCode ?? child.signalCode}) before it was ready; log:\n${this.tail()}`);
+      }
+      try {
+        const r = await fetch(baseURL + '/readyz', { signal: AbortSignal.timeout(2000) });
+        lastStatus = r.status + ' ' + (await r.text());
+        if (r.ok) return;
+      } catch (e) { lastStatus = e.message; }
+      await sleep(200);
+    }
+    throw new Error(`pgrealtime not ready within 60 s (last /readyz: ${lastStatus}); log:\n${this.tail()}`);
+  }
+
+  async stop(signal) {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return null;
+    this.child.kill(signal);
+    const res = await Promise.race([this.exited, deadline(15_000).then(() => null)]);
+    if (res === null) { this.child.kill('SIGKILL'); return { code: null, signal: 'SIGKILL (timeout)' }; }
+    return res;
+  }
+
+  tail(n = 4000) {
+    try { const s = fs.readFileSync(this.logPath, 'utf8'); return s.slice(-n); } catch { return ''; }
+  }
+}
+
+test('inspector shows live rows and resumes after pgrealtime restarts', { timeout: 420_000 }, async (t) => {
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} missing: apt-get install -y chromium`);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrealtime-browsertest-'));
+  const cleanups = [];
+  t.after(async () => {
+    for (const f of cleanups.reverse()) {
+      const t0 = Date.now();
+      try { await f(); } catch (e) { console.error('cleanup:', e.message); }
+      if (Date.now() - t0 > 5000) console.error(`cleanup step took ${Date.now() - t0} ms: ${f}`);
+    }
+    if (process.env.BROWSERTEST_KEEP !== '1') fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  // Binaries: pgrealtime (given or built) and the throwaway-Postgres helper.
+  const testdbBin = path.join(tmp, 'testdb');
+  let bin = process.env.PGREALTIME_BIN ? path.resolve(process.env.PGREALTIME_BIN) : path.join(tmp, 'pgrealtime');
+  await Promise.all([
+    goBuild(testdbBin, './browsertest/testdb'),
+    process.env.PGREALTIME_BIN ? Promise.resolve() : goBuild(bin, './cmd/pgrealtime'),
+  ]);
+
+  const pg = await startPostgres(testdbBin);
+  cleanups.push(() => pg.stop());
+  const psqlBin = fs.existsSync(pg.psql) ? pg.psql : 'psql';
+  const psql = async (sql) => {
+    const { stdout } = await execFileP(psqlBin, ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', '-d', pg.url, '-c', sql]);
+    return stdout.trim();
+  };
+  await psql(`CREATE TABLE posts (id bigserial PRIMARY KEY, title text NOT NULL, body text)`);
+
+  const secret = randomBytes(24).toString('hex');
+  const token = jwtHS256(secret, { sub: 'browsertest', role: 'admin', exp: Math.floor(Date.now() / 1000) + 3600 });
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const server = new Server(bin, ['serve', '--database-url', pg.url, '--jwt-secret', secret,
+    '--listen', `127.0.0.1:${port}`, '--log-format', 'console', '--log-level', 'debug'], path.join(tmp, 'pgrealtime.log'));
+  cleanups.push(() => server.stop('SIGKILL'));
+  await server.start(base);
+
+  // Browser with a fresh profile.
+  const profile = path.join(tmp, 'chromium-profile');
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1440, height: 860 },
+  });
+  cleanups.push(() => ctx.close());
+  const page = ctx.pages()[0] || await ctx.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  // Failed WebSocket/fetch attempts while the server is down are expected
+  // console noise; anything else logged as an error is a bug in the page.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/WebSocket connection to|Failed to load resource|ERR_CONNECTION_REFUSED/.test(m.text())) {
+      pageErrors.push('console: ' + m.text());
+    }
+  });
+
+  // The page's WebSocket traffic, for failure messages (last 40 frames).
+  const frames = [];
+  page.on('websocket', (ws) => {
+    const log = (dir) => (f) => { frames.push(dir + ' ' + String(f.payload).slice(0, 300)); if (frames.length > 40) frames.shift(); };
+    ws.on('framesent', log('>'));
+    ws.on('framereceived', log('<'));
+    ws.on('close', () => frames.push('x closed'));
+  });
+  if (process.env.BROWSERTEST_DEBUG === '1') page.on('websocket', (ws) => ws.on('framereceived', (f) => console.error('<', f.payload)) && ws.on('framesent', (f) => console.error('>', f.payload)));
+  const diag = async () => {
+    let notices = '';
+    try { notices = await page.locator('#notices').innerText({ timeout: 2000 }); } catch { /* page gone */ }
+    try { await page.screenshot({ path: path.join(tmp, 'failure.png') }); } catch { /* ignore */ }
+    return `\n--- page messages ---\n${notices}\n--- WebSocket frames ---\n${frames.join('\n')}\n--- pgrealtime log (tail) ---\n${server.tail()}`;
+  };
+  // waitFor wraps a wait so that a timeout says what the page and server were doing.
+  const waitFor = async (what, fn) => {
+    try { return await fn(); } catch (e) { throw new Error(`waiting for ${what}: ${e.message.split('\n')[0]}${await diag()}`); }
+  };
+  const rowsFor = (id) => page.locator(`#event-rows tr[data-record-id="${id}"]`);
+  const insert = async (title) => Number(await psql(`INSERT INTO posts (title) VALUES ('${title}') RETURNING id`));
+  const expectRow = async (id, title) => {
+    await waitFor(`row ${id} (${title})`, () => rowsFor(id).first().waitFor({ timeout: 30_000 }));
+    const text = await rowsFor(id).first().innerText();
+    assert.match(text, new RegExp(title), `row ${id} shows its title`);
+    assert.equal(await rowsFor(id).first().getAttribute('data-action'), 'create');
+    assert.equal(await rowsFor(id).first().getAttribute('data-collection'), 'posts');
+  };
+  const status = () => page.locator('#status').getAttribute('data-state');
+
+  // 1. Open, paste the token, connect, subscribe.
+  const resp = await page.goto(base + '/');
+  assert.equal(resp.status(), 200);
+  assert.equal(await page.title(), 'pgrealtime inspector');
+  await page.fill('#token', token);
+  assert.match(await page.locator('#token-info').innerText(), /browsertest.*admin/s);
+  await page.click('#connect');
+  await waitFor('connected', () => page.waitForSelector('#status[data-state="connected"]', { timeout: 20_000 }));
+  await page.fill('#pattern', 'posts.*');
+  await page.click('#subscribe');
+  await waitFor('posts.* active', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="active"]', { timeout: 20_000 }));
+
+  // 2. A live row.
+  const first = await insert('hello from psql');
+  await expectRow(first, 'hello from psql');
+  const written = [first];
+
+  // 3. Restart pgrealtime, gracefully then not, writing while it is down.
+  for (const [round, signal] of [[1, 'SIGTERM'], [2, 'SIGKILL']]) {
+    const positionBefore = await page.locator('#last-position').innerText();
+    const res = await server.stop(signal);
+    if (signal === 'SIGTERM') assert.equal(res && res.code, 0, `clean exit on SIGTERM (got ${JSON.stringify(res)})`);
+    await waitFor(`the page noticing the server is gone (round ${round})`,
+      () => page.waitForSelector('#status[data-state="reconnecting"]', { timeout: 20_000 }));
+    if (signal === 'SIGTERM') {
+      // The close reason is shown: 1001 server shutting down.
+      await waitFor('close code 1001 in the page', () => page.waitForSelector('#notices li[data-code="closed 1001"]', { timeout: 5_000 }));
+    }
+    const downTitles = [1, 2, 3].map((i) => `written while down r${round}-${i}`);
+    for (const title of downTitles) written.push(await insert(title));
+    await sleep(500);
+    await server.start(base);
+    await waitFor(`reconnected (round ${round})`, () => page.waitForSelector('#status[data-state="connected"]', { timeout: 30_000 }));
+    await waitFor(`resume notice since ${positionBefore}`,
+      () => page.waitForSelector(`#notices li[data-code="resume"]:has-text("since ${positionBefore}")`, { timeout: 5_000 }));
+    for (let i = 0; i < downTitles.length; i++) await expectRow(written[written.length - 3 + i], downTitles[i]);
+    // And live again after the resume.
+    const live = await insert(`live after restart ${round}`);
+    written.push(live);
+    await expectRow(live, `live after restart ${round}`);
+  }
+
+  // 4. Every row exactly once, newest on top, nothing else.
+  const ids = await page.$$eval('#event-rows tr', (trs) => trs.map((tr) => Number(tr.dataset.recordId)));
+  assert.deepEqual(ids, [...written].reverse(), 'one row per insert, newest first, no duplicates, no gaps');
+  assert.equal(await page.locator('#count-duplicates').innerText(), '0');
+  assert.equal(await page.locator('#count-create').innerText(), String(written.length));
+  assert.equal(await page.locator('#notices li[data-code="history_unavailable"]').count(), 0, 'no history_unavailable');
+  assert.ok(await page.locator('#banner').isHidden(), 'no gap banner');
+
+  // 5. The detail pane shows the message's JSON.
+  await rowsFor(written[written.length - 2]).click();
+  const detail = JSON.parse(await page.locator('#detail-json').innerText());
+  assert.equal(detail.type, 'record_event');
+  assert.equal(detail.action, 'create');
+  assert.equal(detail.collection, 'posts');
+  assert.equal(detail.record.title, 'written while down r2-3');
+
+  // 6. The other actions, each with its own badge: update, delete, custom
+  //    (NOTIFY), truncate.
+  const newest = async () => page.locator('#event-rows tr').first();
+  const expectNewest = async (what, action, id) => {
+    await waitFor(what, () => page.waitForFunction(([a, n]) => {
+      const tr = document.querySelector('#event-rows tr');
+      return tr && tr.dataset.action === a && Number(document.getElementById('count-received').textContent) === n;
+    }, [action, countBefore + (++extra)], { timeout: 20_000 }));
+    if (id !== undefined) assert.equal(await (await newest()).getAttribute('data-record-id'), String(id));
+  };
+  const countBefore = written.length;
+  let extra = 0;
+  await psql(`UPDATE posts SET title = 'edited title' WHERE id = ${first}`);
+  await expectNewest('the update row', 'update', first);
+  assert.match(await (await newest()).innerText(), /edited title/);
+  await psql(`DELETE FROM posts WHERE id = ${written[1]}`);
+  await expectNewest('the delete row', 'delete', written[1]);
+  await psql(`SELECT pg_notify('pgrealtime', '{"collection":"posts","event":"featured","record_id":"${first}","data":{"by":"editor"}}')`);
+  await expectNewest('the custom event row', 'custom', first);
+  assert.match(await (await newest()).innerText(), /featured[\s\S]*editor/);
+  await psql(`TRUNCATE posts`);
+  await expectNewest('the truncate row', 'truncate');
+  for (const a of ['update', 'delete', 'custom', 'truncate']) assert.equal(await page.locator('#count-' + a).innerText(), '1', a + ' counter');
+
+  // 7. A server error is shown with its code and topic.
+  await page.fill('#pattern', 'posts.');
+  await page.click('#subscribe');
+  await waitFor('invalid_topic error', () => page.waitForSelector('#notices li[data-code="invalid_topic"]', { timeout: 10_000 }));
+  assert.match(await page.locator('#notices li[data-code="invalid_topic"]').first().innerText(), /posts\./);
+  assert.equal(await page.locator('#patterns li[data-pattern="posts."]').getAttribute('data-state'), 'error');
+  await page.click('#patterns li[data-pattern="posts."] button.remove');
+  await page.waitForSelector('#patterns li[data-pattern="posts."]', { state: 'detached', timeout: 5_000 });
+  await sleep(500); // time for a stray reply to arrive
+  assert.equal(await page.locator('#notices li[data-code="invalid_topic"]').count(), 1, 'one error, shown once');
+
+  assert.deepEqual(pageErrors, [], 'no script errors in the page');
+  await page.locator('#event-rows tr[data-action="update"]').click();
+  await sleep(1800); // let the new-row highlight fade
+  fs.mkdirSync(path.dirname(docsShot), { recursive: true });
+  await page.screenshot({ path: docsShot });
+  assert.equal(await status(), 'connected');
+
+  // 8. A gap the server cannot fill: restart with a tiny history while more
+  //    rows than it holds were written. The page must say so
+  //    (history_unavailable banner) and go on live without since.
+  await server.stop('SIGTERM');
+  await waitFor('reconnecting before the gap', () => page.waitForSelector('#status[data-state="reconnecting"]', { timeout: 20_000 }));
+  for (let i = 1; i <= 8; i++) await insert(`gap row ${i}`);
+  server.args = [...server.args, '--history-size', '2'];
+  await server.start(base);
+  await waitFor('history_unavailable shown', () => page.waitForSelector('#notices li[data-code="history_unavailable"]', { timeout: 30_000 }));
+  await waitFor('gap banner', () => page.waitForSelector('#banner:not([hidden])', { timeout: 5_000 }));
+  await waitFor('live again after the gap', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="active"]', { timeout: 20_000 }));
+  const afterGap = await insert('live after the gap');
+  await expectRow(afterGap, 'live after the gap');
+  assert.equal(await page.locator('#count-duplicates').innerText(), '0');
+  assert.deepEqual(pageErrors, [], 'no script errors in the page');
+});

@@ -1,0 +1,620 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/rs/zerolog"
+
+	"github.com/pgrealtime/pgrealtime/broker"
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
+)
+
+// Defaults of Config.
+const (
+	DefaultPublication       = "pgrealtime"
+	DefaultSlot              = "pgrealtime"
+	DefaultNotifyChannel     = "pgrealtime"
+	DefaultStatusInterval    = time.Second
+	DefaultSyncInterval      = 30 * time.Second
+	DefaultSlotStatsInterval = 10 * time.Second
+	DefaultMinBackoff        = 100 * time.Millisecond
+	DefaultMaxBackoff        = 5 * time.Second
+)
+
+// Log keys.
+const (
+	logComponent = "component"
+	logLSN       = "lsn"
+	logSlot      = "slot"
+	logAttempt   = "attempt"
+	logBackoff   = "backoff"
+)
+
+// Sink is what the reader hands events to (broker.Broker implements it).
+type Sink interface {
+	Publish(ctx context.Context, tx *broker.Tx) error
+	PublishLive(ctx context.Context, ev *broker.Event) error
+	SetBase(pos broker.Position)
+}
+
+var _ Sink = (broker.Broker)(nil)
+
+// Config configures a Reader. Zero fields take the Default… values.
+type Config struct {
+	// ConnString is a libpq URL or DSN for a regular connection; the reader
+	// adds replication=database for its replication connection itself.
+	ConnString string
+	// Publication names the (managed) publication; the reader also streams
+	// <Publication>_insert_only when it exists.
+	Publication string
+	// Slot is the permanent pgoutput replication slot.
+	Slot string
+	// NotifyChannel is LISTENed to for custom events; "" disables LISTEN
+	// (set DisableNotify to get that with the default channel unset).
+	NotifyChannel string
+	// DisableNotify turns LISTEN off even when NotifyChannel is empty
+	// (empty otherwise means the default channel).
+	DisableNotify bool
+	Sink          Sink
+	Logger        zerolog.Logger
+	// StatusInterval is the period of standby status updates (keep it well
+	// inside the server's wal_sender_timeout).
+	StatusInterval time.Duration
+	// SyncInterval is how often the managed publications are re-synced with
+	// the tables (new tables picked up). Negative disables.
+	SyncInterval time.Duration
+	// SlotStatsInterval is how often the slot's retained WAL is measured.
+	SlotStatsInterval time.Duration
+	// MinBackoff and MaxBackoff bound the reconnection delay.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Reader streams committed changes from a logical replication slot to a
+// Sink. Create it with NewReader and call Run once.
+type Reader struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu     sync.Mutex
+	ready  bool
+	reason string
+
+	// State of the Run goroutine.
+	syncer        *syncer
+	dec           *decoder
+	ackLSN        pglogrepl.LSN   // flush position acknowledged to Postgres
+	safeLSN       pglogrepl.LSN   // everything before it is published or unpublished
+	lastPublished broker.Position // last event published (or the base)
+	ckptPos       broker.Position // position in the checkpoint table
+	baseDone      bool            // checkpoint read (or discarded) once
+	serverWALEnd  pglogrepl.LSN
+
+	killed atomic.Bool // tests: stop without a final acknowledgement
+	kill   context.CancelFunc
+}
+
+// NewReader validates cfg and returns a Reader.
+func NewReader(cfg Config) (*Reader, error) {
+	if cfg.ConnString == "" {
+		return nil, errors.New("cdc: ConnString is required")
+	}
+	if cfg.Sink == nil {
+		return nil, errors.New("cdc: Sink is required")
+	}
+	if cfg.Publication == "" {
+		cfg.Publication = DefaultPublication
+	}
+	if cfg.Slot == "" {
+		cfg.Slot = DefaultSlot
+	}
+	if cfg.NotifyChannel == "" && !cfg.DisableNotify {
+		cfg.NotifyChannel = DefaultNotifyChannel
+	}
+	if cfg.DisableNotify {
+		cfg.NotifyChannel = ""
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = DefaultSyncInterval
+	}
+	if cfg.SlotStatsInterval <= 0 {
+		cfg.SlotStatsInterval = DefaultSlotStatsInterval
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if err := checkName("publication", cfg.Publication, 63-len(InsertOnlySuffix)); err != nil {
+		return nil, err
+	}
+	if err := checkName("slot", cfg.Slot, 63); err != nil {
+		return nil, err
+	}
+	if _, err := pgconn.ParseConfig(cfg.ConnString); err != nil {
+		return nil, fmt.Errorf("cdc: database url: %w", err)
+	}
+	log := cfg.Logger.With().Str(logComponent, "cdc").Logger()
+	r := &Reader{cfg: cfg, log: log, reason: "replication stream not started"}
+	r.syncer = newSyncer(cfg.Publication, log)
+	return r, nil
+}
+
+// Ready reports whether the WAL stream is connected (and so Postgres
+// reachable); otherwise reason says why not.
+func (r *Reader) Ready() (ok bool, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready, r.reason
+}
+
+func (r *Reader) setReady(ok bool, reason string) {
+	r.mu.Lock()
+	r.ready, r.reason = ok, reason
+	r.mu.Unlock()
+	if ok {
+		metrics.StreamConnected.Set(1)
+	} else {
+		metrics.StreamConnected.Set(0)
+	}
+}
+
+// Run streams until ctx is cancelled, reconnecting with backoff on its
+// own. On cancellation it writes the checkpoint, sends a last standby
+// status with the acknowledged LSN and returns nil. It returns an error only
+// for setup failures that need a change by the user (IsFatal).
+func (r *Reader) Run(ctx context.Context) error {
+	ctx, kill := context.WithCancel(ctx)
+	r.mu.Lock()
+	r.kill = kill
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	defer func() {
+		kill()
+		wg.Wait()
+		if ok, _ := r.Ready(); ok {
+			r.setReady(false, "reader stopped")
+		}
+	}()
+	if r.cfg.NotifyChannel != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.listen(ctx)
+		}()
+	}
+
+	backoff := r.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		started := time.Now()
+		err := r.session(ctx)
+		if ctx.Err() != nil || err == nil {
+			return nil
+		}
+		if IsFatal(err) {
+			r.setReady(false, err.Error())
+			r.log.Error().Err(err).Msg("replication setup failed")
+			return err
+		}
+		r.setReady(false, "replication stream disconnected: "+err.Error())
+		if time.Since(started) > 30*time.Second {
+			backoff, attempt = r.cfg.MinBackoff, 1
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		r.log.Warn().Err(err).Int(logAttempt, attempt).Dur(logBackoff, wait).Msg("replication stream disconnected; reconnecting")
+		metrics.Reconnects.WithLabelValues("replication").Inc()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, r.cfg.MaxBackoff)
+	}
+}
+
+// session runs one replication connection from setup to error or
+// cancellation.
+func (r *Reader) session(ctx context.Context) (err error) {
+	conn, err := connectRegular(ctx, r.cfg.ConnString)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+
+	var walLevel string
+	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return &fatalError{&walLevelError{walLevel}}
+	}
+	pubs, err := r.syncer.sync(ctx, conn)
+	if err != nil {
+		return err
+	}
+
+	repl, err := r.connectReplication(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if r.killed.Load() {
+			_ = repl.Conn().Close()
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = repl.Close(cctx)
+	}()
+
+	created, confirmed, err := r.ensureSlot(ctx, conn, repl)
+	if err != nil {
+		return err
+	}
+	if created {
+		if _, err := conn.Exec(ctx, `DELETE FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot); err != nil {
+			return fmt.Errorf("delete stale checkpoint: %w", err)
+		}
+		if r.baseDone {
+			r.log.Warn().Str(logSlot, r.cfg.Slot).Msg("replication slot was missing and has been recreated: changes made meanwhile are not streamed")
+		}
+		r.ckptPos = broker.Position{}
+		r.baseDone = true
+	} else if !r.baseDone {
+		var s string
+		err := conn.QueryRow(ctx, `SELECT position FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot).Scan(&s)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("read checkpoint: %w", err)
+		default:
+			pos, perr := broker.ParsePosition(s)
+			if perr != nil {
+				r.log.Warn().Str("position", s).Msg("ignoring malformed checkpoint")
+				break
+			}
+			r.cfg.Sink.SetBase(pos)
+			r.lastPublished, r.ckptPos = pos, pos
+			r.log.Info().Str("position", s).Msg("resuming after checkpoint")
+		}
+		r.baseDone = true
+	}
+	if confirmed > r.ackLSN {
+		r.ackLSN = confirmed
+	}
+	if r.ackLSN > r.safeLSN {
+		r.safeLSN = r.ackLSN
+	}
+
+	if r.dec == nil {
+		r.dec = newDecoder(&pgCatalog{conn: conn}, r.log)
+	} else {
+		r.dec.cat = &pgCatalog{conn: conn}
+		r.dec.reset()
+	}
+
+	quoted := make([]string, len(pubs))
+	for i, p := range pubs {
+		quoted[i] = `"` + p + `"`
+	}
+	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names '" + strings.Join(quoted, ",") + "'",
+			"messages 'true'",
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication: %w", err)
+	}
+	r.log.Info().Str(logSlot, r.cfg.Slot).Strs("publications", pubs).Str(logLSN, r.ackLSN.String()).Msg("replication stream started")
+	r.setReady(true, "")
+	return r.stream(ctx, conn, repl, pubs)
+}
+
+func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(r.cfg.ConnString)
+	if err != nil {
+		return nil, &fatalError{fmt.Errorf("database url: %w", err)}
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "pgrealtime"
+	}
+	// Fixed output formats for the values pgoutput sends as text.
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	cfg.RuntimeParams["DateStyle"] = "ISO, YMD"
+	cfg.RuntimeParams["IntervalStyle"] = "postgres"
+	cfg.RuntimeParams["bytea_output"] = "hex"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, classifyConnectError("replication connection", err)
+	}
+	return conn, nil
+}
+
+// ensureSlot creates the slot when missing. It returns whether it did and
+// the slot's confirmed flush LSN.
+func (r *Reader) ensureSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) (bool, pglogrepl.LSN, error) {
+	var (
+		plugin, db, walStatus *string
+		confirmed             *string
+		curDB                 string
+	)
+	err := conn.QueryRow(ctx, `SELECT s.plugin, s.database, s.confirmed_flush_lsn::text, s.wal_status, current_database()
+		FROM pg_replication_slots s WHERE s.slot_name = $1`, r.cfg.Slot).Scan(&plugin, &db, &confirmed, &walStatus, &curDB)
+	if errors.Is(err, pgx.ErrNoRows) {
+		res, err := pglogrepl.CreateReplicationSlot(ctx, repl, r.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+			Mode:           pglogrepl.LogicalReplication,
+			SnapshotAction: "NOEXPORT_SNAPSHOT",
+		})
+		if err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "53400" {
+				return false, 0, &fatalError{fmt.Errorf("create replication slot %s: %w: raise max_replication_slots in postgresql.conf or drop unused slots", r.cfg.Slot, err)}
+			}
+			return false, 0, fmt.Errorf("create replication slot %s: %w", r.cfg.Slot, err)
+		}
+		lsn, _ := pglogrepl.ParseLSN(res.ConsistentPoint)
+		r.log.Info().Str(logSlot, r.cfg.Slot).Str(logLSN, res.ConsistentPoint).Msg("created replication slot")
+		return true, lsn, nil
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("look up replication slot: %w", err)
+	}
+	if plugin == nil || *plugin != "pgoutput" || db == nil || *db != curDB {
+		p, d := "(physical)", "(none)"
+		if plugin != nil {
+			p = *plugin
+		}
+		if db != nil {
+			d = *db
+		}
+		return false, 0, &fatalError{fmt.Errorf("replication slot %s exists for plugin %s in database %s, not pgoutput in %s: choose another slot name or drop it", r.cfg.Slot, p, d, curDB)}
+	}
+	if walStatus != nil && *walStatus == "lost" {
+		return false, 0, &fatalError{fmt.Errorf("replication slot %s was invalidated (the WAL it needed was removed; see max_slot_wal_keep_size): run `pgrealtime teardown --yes` and start again (changes made meanwhile are lost)", r.cfg.Slot)}
+	}
+	var lsn pglogrepl.LSN
+	if confirmed != nil {
+		lsn, _ = pglogrepl.ParseLSN(*confirmed)
+	}
+	return false, lsn, nil
+}
+
+// stream is the replication loop: receive, decode, publish, acknowledge.
+func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, pubs []string) error {
+	now := time.Now()
+	nextStatus := now.Add(r.cfg.StatusInterval)
+	nextStats := now
+	nextSync := now.Add(r.cfg.SyncInterval)
+
+	for {
+		if ctx.Err() != nil {
+			return r.finish(conn, repl)
+		}
+		now := time.Now()
+		if !now.Before(nextStatus) {
+			if err := r.acknowledge(ctx, conn, repl); err != nil {
+				return err
+			}
+			nextStatus = now.Add(r.cfg.StatusInterval)
+			if !now.Before(nextStats) {
+				r.slotStats(ctx, conn)
+				nextStats = now.Add(r.cfg.SlotStatsInterval)
+			}
+			if r.cfg.SyncInterval > 0 && !now.Before(nextSync) && !r.dec.inTx() {
+				got, err := r.syncer.sync(ctx, conn)
+				if err != nil {
+					return err
+				}
+				if !slices.Equal(got, pubs) {
+					return fmt.Errorf("publications changed to %v: restarting the stream", got)
+				}
+				nextSync = now.Add(r.cfg.SyncInterval)
+			}
+		}
+
+		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		msg, err := repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return r.finish(conn, repl)
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := r.handleCopyData(ctx, conn, repl, msg.Data); err != nil {
+				if ctx.Err() != nil {
+					return r.finish(conn, repl)
+				}
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.NoticeResponse:
+		default:
+			return fmt.Errorf("replication stream: unexpected message %T", msg)
+		}
+	}
+}
+
+func (r *Reader) handleCopyData(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("keepalive: %w", err)
+		}
+		r.serverWALEnd = ka.ServerWALEnd
+		if !r.dec.inTx() && r.lastPublished == r.ckptPos {
+			// Nothing in flight and nothing to checkpoint: everything the
+			// server has sent is handled, so its position is safe.
+			if ka.ServerWALEnd > r.safeLSN {
+				r.safeLSN = ka.ServerWALEnd
+			}
+			metrics.ReplicationLagBytes.Set(0)
+			r.ackLSN = max(r.ackLSN, r.safeLSN)
+		}
+		if ka.ReplyRequested {
+			if err := r.sendStatus(repl); err != nil {
+				return err
+			}
+			if r.lastPublished != r.ckptPos {
+				return r.acknowledge(ctx, conn, repl)
+			}
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("xlogdata: %w", err)
+		}
+		if xld.ServerWALEnd > r.serverWALEnd {
+			r.serverWALEnd = xld.ServerWALEnd
+		}
+		if r.serverWALEnd > xld.WALStart {
+			metrics.ReplicationLagBytes.Set(float64(r.serverWALEnd - xld.WALStart))
+		} else {
+			metrics.ReplicationLagBytes.Set(0)
+		}
+		out, err := r.dec.decode(ctx, xld.WALData)
+		if err != nil {
+			return fmt.Errorf("decode at %s: %w", xld.WALStart, err)
+		}
+		if out.live != nil {
+			metrics.EventsReceived.WithLabelValues("wal").Inc()
+			if err := r.cfg.Sink.PublishLive(ctx, out.live); err != nil {
+				r.log.Warn().Err(err).Msg("publish live event")
+			}
+		}
+		if out.tx != nil {
+			return r.publish(ctx, out.tx)
+		}
+	}
+	return nil
+}
+
+func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
+	end := pglogrepl.LSN(tx.EndLSN)
+	metrics.LastCommitTimestamp.Set(float64(tx.CommitTime.UnixNano()) / 1e9)
+	switch {
+	case len(tx.Events) == 0:
+	case tx.CommitLSN <= r.lastPublished.LSN:
+		r.log.Debug().Str(logLSN, pglogrepl.LSN(tx.CommitLSN).String()).Msg("skipping transaction published before")
+	default:
+		if err := r.cfg.Sink.Publish(ctx, tx); err != nil {
+			return fmt.Errorf("publish transaction %s: %w", pglogrepl.LSN(tx.CommitLSN), err)
+		}
+		r.lastPublished = tx.Events[len(tx.Events)-1].Position
+		metrics.ReplicationLagSeconds.Set(time.Since(tx.CommitTime).Seconds())
+		metrics.Transactions.Inc()
+		metrics.EventsReceived.WithLabelValues("wal").Add(float64(len(tx.Events)))
+	}
+	if end > r.safeLSN {
+		r.safeLSN = end
+	}
+	return nil
+}
+
+// acknowledge writes the checkpoint when the events published since the
+// last write are about to be acknowledged, then sends the standby status.
+// A failed write leaves the acknowledged position where it was.
+func (r *Reader) acknowledge(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) error {
+	if r.safeLSN > r.ackLSN {
+		if r.lastPublished != r.ckptPos {
+			if err := r.writeCheckpoint(ctx, conn, r.lastPublished); err != nil {
+				r.log.Error().Err(err).Msg("write checkpoint; not acknowledging")
+				_ = r.sendStatus(repl)
+				return fmt.Errorf("write checkpoint: %w", err)
+			}
+			r.ckptPos = r.lastPublished
+		}
+		r.ackLSN = r.safeLSN
+	}
+	return r.sendStatus(repl)
+}
+
+func (r *Reader) writeCheckpoint(ctx context.Context, conn *pgx.Conn, pos broker.Position) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := conn.Exec(ctx, `INSERT INTO pgrealtime.checkpoint (slot, position, updated_at) VALUES ($1, $2, now())
+		ON CONFLICT (slot) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`, r.cfg.Slot, pos.String())
+	return err
+}
+
+func (r *Reader) sendStatus(repl *pgconn.PgConn) error {
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: r.ackLSN,
+		WALFlushPosition: r.ackLSN,
+		WALApplyPosition: r.ackLSN,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	return nil
+}
+
+// finish runs on cancellation: checkpoint, last status, and return nil.
+func (r *Reader) finish(conn *pgx.Conn, repl *pgconn.PgConn) error {
+	if r.killed.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.acknowledge(ctx, conn, repl); err != nil {
+		r.log.Warn().Err(err).Msg("final acknowledgement")
+	} else {
+		r.log.Info().Str(logLSN, r.ackLSN.String()).Msg("replication stream stopped; final position acknowledged")
+	}
+	return nil
+}
+
+func (r *Reader) slotStats(ctx context.Context, conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var retained *int64
+	err := conn.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&retained)
+	if err != nil {
+		r.log.Debug().Err(err).Msg("slot statistics")
+		return
+	}
+	if retained != nil {
+		metrics.SlotRetainedBytes.Set(float64(*retained))
+	}
+}
+
+// stopAbruptly makes Run return at once without a checkpoint or a final
+// acknowledgement, as if the process died (tests).
+func (r *Reader) stopAbruptly() {
+	r.killed.Store(true)
+	r.mu.Lock()
+	kill := r.kill
+	r.mu.Unlock()
+	if kill != nil {
+		kill()
+	}
+}

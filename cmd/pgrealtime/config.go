@@ -1,0 +1,492 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pgrealtime/pgrealtime/wsapi/rules"
+)
+
+// ConfigError is a bad setting: the process exits with code 2 and prints
+// "pgrealtime: <Setting>: <Msg>".
+type ConfigError struct {
+	// Setting names what the user set: "--max-connections",
+	// "PGREALTIME_MAX_CONNECTIONS", "DATABASE_URL", or a file and line.
+	Setting string
+	Msg     string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Setting == "" {
+		return e.Msg
+	}
+	return e.Setting + ": " + e.Msg
+}
+
+func configErr(setting, format string, args ...any) *ConfigError {
+	return &ConfigError{Setting: setting, Msg: fmt.Sprintf(format, args...)}
+}
+
+// command is a bit set of the subcommands an option applies to.
+type command uint8
+
+const (
+	cmdServe command = 1 << iota
+	cmdDev
+	cmdTeardown
+	cmdHealthcheck
+)
+
+var commandNames = []struct {
+	c    command
+	name string
+}{{cmdServe, "serve"}, {cmdDev, "dev"}, {cmdTeardown, "teardown"}, {cmdHealthcheck, "healthcheck"}}
+
+func (c command) String() string {
+	var names []string
+	for _, n := range commandNames {
+		if c&n.c != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// Config is every setting of every subcommand after flags, environment and
+// defaults have been applied and validated.
+type Config struct {
+	DatabaseURL      string
+	Listen           string
+	Publication      string
+	Slot             string
+	NotifyChannel    string
+	ConfigFile       string
+	JWTSecret        string
+	JWKSFile         string
+	AdminRole        string
+	MaxConnections   int
+	MaxSubscriptions int
+	SubscribeRate    float64
+	MaxMessageBytes  int64
+	SendQueue        int
+	HistorySize      int
+	AllowedOrigins   []string
+	LogLevel         zerolog.Level
+	LogFormat        string
+	DataDir          string // dev
+	Yes              bool   // teardown
+
+	// source records where each option's value came from ("--listen",
+	// "PGREALTIME_LISTEN", "DATABASE_URL" or "default"), for messages.
+	source map[string]string
+}
+
+// Source returns the setting name to quote in a message about option name.
+func (c *Config) Source(name string) string {
+	if s, ok := c.source[name]; ok && s != "default" {
+		return s
+	}
+	return "--" + name
+}
+
+// option is one row of the flag table: flag parsing, the environment, the
+// usage text and the README table all come from it.
+type option struct {
+	name string
+	def  string // default as text; "" means none
+	// devDef, when set, replaces def under `pgrealtime dev`; in
+	// parentheses it is only shown, not parsed.
+	devDef string
+	// docDef, when set, is shown instead of def in usage and the README.
+	docDef string
+	help   string
+	cmds   command
+	isBool bool
+	// set parses and validates v into c; its error is the message after
+	// the setting name.
+	set func(c *Config, v string) error
+}
+
+// envName is the environment variable for option name.
+func envName(name string) string {
+	return "PGREALTIME_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+func positiveInt(dst *int) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("must be a positive integer, got %q", v)
+		}
+		*dst = n
+		return nil
+	}
+}
+
+func nonEmpty(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return errors.New("must not be empty")
+		}
+		*dst(c) = v
+		return nil
+	}
+}
+
+func identifier(maxLen int, dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			return errors.New("must not be empty")
+		}
+		for _, r := range v {
+			if !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+				return fmt.Errorf("must contain only lower-case letters, digits and _, got %q", v)
+			}
+		}
+		if len(v) > maxLen {
+			return fmt.Errorf("must be at most %d characters, got %d", maxLen, len(v))
+		}
+		*dst(c) = v
+		return nil
+	}
+}
+
+func anyString(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *dst(c) = v; return nil }
+}
+
+// maxPublicationLen leaves room for the "_insert_only" companion
+// publication within Postgres's 63-byte names.
+const maxPublicationLen = 63 - len("_insert_only")
+
+// options is the flag table. Keep it in the order the README shows.
+var options = []option{
+	{name: "database-url", docDef: "(required for serve)", help: "Postgres connection URL or DSN (libpq syntax); `DATABASE_URL` is read when neither the flag nor `PGREALTIME_DATABASE_URL` is set", cmds: cmdServe | cmdTeardown,
+		set: anyString(func(c *Config) *string { return &c.DatabaseURL })},
+	{name: "listen", def: ":8080", help: "HTTP address (WebSocket, health, metrics, inspector)", cmds: cmdServe | cmdDev | cmdHealthcheck,
+		set: func(c *Config, v string) error {
+			_, port, err := net.SplitHostPort(v)
+			if err != nil {
+				return fmt.Errorf("must be host:port or :port, got %q", v)
+			}
+			if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+				return fmt.Errorf("port must be a number from 0 to 65535, got %q", v)
+			}
+			c.Listen = v
+			return nil
+		}},
+	{name: "publication", def: "pgrealtime", help: "publication name (created if missing)", cmds: cmdServe | cmdDev | cmdTeardown,
+		set: identifier(maxPublicationLen, func(c *Config) *string { return &c.Publication })},
+	{name: "slot", def: "pgrealtime", help: "logical replication slot (permanent; created if missing)", cmds: cmdServe | cmdDev | cmdTeardown,
+		set: identifier(63, func(c *Config) *string { return &c.Slot })},
+	{name: "notify-channel", def: "pgrealtime", help: "LISTEN channel for custom events", cmds: cmdServe | cmdDev,
+		set: nonEmpty(func(c *Config) *string { return &c.NotifyChannel })},
+	{name: "config", devDef: "(built-in demo rules)", help: "rules file (YAML); without one only the admin role may subscribe", cmds: cmdServe | cmdDev,
+		set: anyString(func(c *Config) *string { return &c.ConfigFile })},
+	{name: "jwt-secret", devDef: "(random, printed)", help: "HS256 secret; without it and without --jwks-file every connection is anonymous", cmds: cmdServe | cmdDev,
+		set: anyString(func(c *Config) *string { return &c.JWTSecret })},
+	{name: "jwks-file", help: "JWKS file with RS256/ES256 public keys", cmds: cmdServe | cmdDev,
+		set: anyString(func(c *Config) *string { return &c.JWKSFile })},
+	{name: "admin-role", def: "admin", help: "`role` claim that may subscribe to `*` and bypasses `read` rules", cmds: cmdServe | cmdDev,
+		set: nonEmpty(func(c *Config) *string { return &c.AdminRole })},
+	{name: "max-connections", def: "10000", help: "open WebSockets; further upgrades get HTTP 503", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error { return positiveInt(&c.MaxConnections)(c, v) }},
+	{name: "max-subscriptions", def: "100", help: "subscriptions per connection", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error { return positiveInt(&c.MaxSubscriptions)(c, v) }},
+	{name: "subscribe-rate", def: "10", help: "subscribe/unsubscribe requests per second per connection (burst the same)", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || !(f > 0) || f > 1e9 {
+				return fmt.Errorf("must be a positive number, got %q", v)
+			}
+			c.SubscribeRate = f
+			return nil
+		}},
+	{name: "max-message-bytes", def: "65536", help: "largest client frame; larger closes with 1009", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("must be a positive integer, got %q", v)
+			}
+			if n < 256 {
+				return fmt.Errorf("must be at least 256 (a subscribe message must fit), got %d", n)
+			}
+			c.MaxMessageBytes = n
+			return nil
+		}},
+	{name: "send-queue", def: "1024", help: "per-connection outbound queue; overflow closes with 4008", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error { return positiveInt(&c.SendQueue)(c, v) }},
+	{name: "history-size", def: "10000", help: "events kept in memory for resume with `since`", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error { return positiveInt(&c.HistorySize)(c, v) }},
+	{name: "allowed-origins", docDef: "(same host only)", help: "comma list of origins allowed to open a WebSocket (`https://app.example.com`, `*.example.com`, `*`); default: same host only; requests without Origin are allowed", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error {
+			c.AllowedOrigins = nil
+			for _, o := range strings.Split(v, ",") {
+				o = strings.TrimSpace(o)
+				if o == "" {
+					continue
+				}
+				if strings.ContainsAny(o, " \t") {
+					return fmt.Errorf("origin %q contains whitespace", o)
+				}
+				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+			return nil
+		}},
+	{name: "log-level", def: "info", help: "trace, debug, info, warn, error or disabled", cmds: cmdServe | cmdDev | cmdTeardown,
+		set: func(c *Config, v string) error {
+			switch strings.ToLower(strings.TrimSpace(v)) {
+			case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":
+			default:
+				return fmt.Errorf("must be one of trace, debug, info, warn, error, disabled; got %q", v)
+			}
+			l, err := zerolog.ParseLevel(strings.ToLower(strings.TrimSpace(v)))
+			if err != nil {
+				return err
+			}
+			c.LogLevel = l
+			return nil
+		}},
+	{name: "log-format", def: "json", devDef: "console", help: "`json` or `console` (human-readable)", cmds: cmdServe | cmdDev | cmdTeardown,
+		set: func(c *Config, v string) error {
+			switch v {
+			case "json", "console":
+				c.LogFormat = v
+				return nil
+			}
+			return fmt.Errorf(`must be "json" or "console", got %q`, v)
+		}},
+	{name: "data-dir", devDef: "(temporary, removed on exit)", help: "directory for the throwaway cluster; must be empty or absent; kept on exit when given", cmds: cmdDev,
+		set: anyString(func(c *Config) *string { return &c.DataDir })},
+	{name: "yes", def: "false", isBool: true, help: "really drop the slot and the publication", cmds: cmdTeardown,
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("must be true or false, got %q", v)
+			}
+			c.Yes = b
+			return nil
+		}},
+}
+
+func lookupOption(name string) *option {
+	for i := range options {
+		if options[i].name == name {
+			return &options[i]
+		}
+	}
+	return nil
+}
+
+// parseConfig parses args (after the subcommand name) and the environment for
+// subcommand cmd. It returns flag.ErrHelp after printing usage for -h.
+func parseConfig(cmd command, cmdName string, args []string, getenv func(string) string, usageOut io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("pgrealtime "+cmdName, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	given := map[string]string{}
+	for i := range options {
+		o := &options[i]
+		if o.cmds&cmd == 0 {
+			continue
+		}
+		name := o.name
+		if o.isBool {
+			fs.BoolFunc(name, o.help, func(v string) error { given[name] = v; return nil })
+		} else {
+			fs.Func(name, o.help, func(v string) error { given[name] = v; return nil })
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(usageOut, cmd, cmdName)
+			return nil, flag.ErrHelp
+		}
+		return nil, flagParseError(err, cmdName)
+	}
+	if fs.NArg() > 0 {
+		return nil, configErr(fs.Arg(0), "unexpected argument (flags look like --name=value; see `pgrealtime %s --help`)", cmdName)
+	}
+
+	c := &Config{source: map[string]string{}}
+	for i := range options {
+		o := &options[i]
+		if o.cmds&cmd == 0 {
+			continue
+		}
+		val, src := "", "default"
+		if v, ok := given[o.name]; ok {
+			val, src = v, "--"+o.name
+		} else if v := getenv(envName(o.name)); v != "" {
+			val, src = v, envName(o.name)
+		} else if o.name == "database-url" && getenv("DATABASE_URL") != "" {
+			val, src = getenv("DATABASE_URL"), "DATABASE_URL"
+		} else {
+			val = o.def
+			if cmd == cmdDev && o.devDef != "" && !strings.HasPrefix(o.devDef, "(") {
+				val = o.devDef
+			}
+		}
+		c.source[o.name] = src
+		if src == "default" && val == "" {
+			continue
+		}
+		if err := o.set(c, val); err != nil {
+			return nil, &ConfigError{Setting: src2setting(src, o.name), Msg: err.Error()}
+		}
+	}
+	return c, nil
+}
+
+func src2setting(src, name string) string {
+	if src == "default" {
+		return "--" + name
+	}
+	return src
+}
+
+// flagParseError turns the flag package's messages into ConfigErrors that
+// name the flag.
+func flagParseError(err error, cmdName string) error {
+	msg := err.Error()
+	for _, p := range []string{"flag provided but not defined: ", "flag needs an argument: ", "bad flag syntax: "} {
+		if rest, ok := strings.CutPrefix(msg, p); ok {
+			name := "--" + strings.TrimLeft(rest, "-")
+			switch p {
+			case "flag provided but not defined: ":
+				return configErr(name, "unknown flag for `pgrealtime %s` (see `pgrealtime %s --help`)", cmdName, cmdName)
+			case "flag needs an argument: ":
+				return configErr(name, "needs a value (--name=value)")
+			}
+			return configErr(rest, "bad flag syntax")
+		}
+	}
+	return configErr("", "%s", msg)
+}
+
+func printUsage(w io.Writer, cmd command, cmdName string) {
+	fmt.Fprintf(w, "Usage: pgrealtime %s [flags]\n\nFlags (each also read from the environment variable shown; the flag wins):\n", cmdName)
+	for _, o := range options {
+		if o.cmds&cmd == 0 {
+			continue
+		}
+		def := o.def
+		if o.docDef != "" {
+			def = o.docDef
+		}
+		if cmd == cmdDev && o.devDef != "" {
+			def = o.devDef
+		}
+		if def != "" {
+			def = " (default " + def + ")"
+		}
+		fmt.Fprintf(w, "  --%s  [%s]%s\n      %s\n", o.name, envName(o.name), def, strings.ReplaceAll(o.help, "`", ""))
+	}
+}
+
+// flagsMarkdown renders the flag table for the README.
+func flagsMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| flag | environment | default | commands | meaning |\n|---|---|---|---|---|\n")
+	for _, o := range options {
+		def := "—"
+		switch {
+		case o.docDef != "":
+			def = strings.Trim(o.docDef, "()")
+		case o.def != "":
+			def = "`" + o.def + "`"
+		}
+		if o.devDef != "" {
+			def += " (dev: " + strings.Trim(o.devDef, "()") + ")"
+		}
+		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s | %s |\n", o.name, envName(o.name), def, o.cmds, strings.ReplaceAll(o.help, "|", "\\|"))
+	}
+	return b.String()
+}
+
+// knownEnv lists every environment variable the binary reads.
+func knownEnv() []string {
+	out := []string{"DATABASE_URL"}
+	for _, o := range options {
+		out = append(out, envName(o.name))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// loadRules reads and decodes a rules file. Unknown keys are errors; YAML
+// errors carry the line.
+func loadRules(path, setting string) (*rules.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, configErr(setting, "cannot read rules file: %v", unwrapPathError(err))
+	}
+	return decodeRules(data, path, setting)
+}
+
+func decodeRules(data []byte, name, setting string) (*rules.Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var rc rules.Config
+	if err := dec.Decode(&rc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return &rc, nil // empty file: nothing configured
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, configErr(setting, "%s: %s", name, strings.Join(te.Errors, "; "))
+		}
+		return nil, configErr(setting, "%s: %v", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return &rc, nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// readJWKS reads the --jwks-file.
+func readJWKS(c *Config) ([]byte, error) {
+	if c.JWKSFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(c.JWKSFile)
+	if err != nil {
+		return nil, configErr(c.Source("jwks-file"), "cannot read JWKS file: %v", unwrapPathError(err))
+	}
+	return data, nil
+}
+
+// newLogger builds the process logger from --log-level and --log-format.
+func newLogger(c *Config, w io.Writer) zerolog.Logger {
+	if c.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
+	}
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" // milliseconds
+	return zerolog.New(w).Level(c.LogLevel).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a character device (colours for humans,
+// plain text for files and pipes).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+
+	"github.com/pgrealtime/pgrealtime/wsapi/auth"
+	"github.com/pgrealtime/pgrealtime/wsapi/rules"
+)
+
+// Shutdown budget: PROTOCOL section 1 says exit within 10 s of SIGTERM.
+const (
+	wsShutdownTimeout     = 4 * time.Second // close every socket with 1001
+	readerShutdownTimeout = 4 * time.Second // final standby status to Postgres
+)
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(cmdServe, "serve", args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	if err := checkDatabaseURL(cfg); err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	return serve(ctx, cfg, log, serveOptions{})
+}
+
+// checkDatabaseURL requires --database-url and checks its syntax.
+func checkDatabaseURL(cfg *Config) error {
+	if cfg.DatabaseURL == "" {
+		return configErr("--database-url", "required: set --database-url, PGREALTIME_DATABASE_URL or DATABASE_URL (e.g. postgres://user:password@host:5432/db)")
+	}
+	if _, err := pgconn.ParseConfig(cfg.DatabaseURL); err != nil {
+		var pe *pgconn.ParseConfigError
+		msg := err.Error()
+		if errors.As(err, &pe) && pe.Unwrap() != nil {
+			// The error quotes the URL, password included: don't print it.
+			msg = pe.Unwrap().Error()
+		}
+		return configErr(cfg.Source("database-url"), "not a valid connection URL or DSN: %s", msg)
+	}
+	return nil
+}
+
+// serveOptions is what `dev` adds to a plain serve.
+type serveOptions struct {
+	// defaultRules is used when --config is not given (dev's demo rules).
+	defaultRules     []byte
+	defaultRulesName string
+	// onListening runs once the HTTP listener is bound.
+	onListening func(addr net.Addr)
+}
+
+// pipeline is the running system below cmd: WAL reader → broker → wsapi.
+type pipeline struct {
+	// handler serves every HTTP endpoint of PROTOCOL section 1.
+	handler http.Handler
+	// run streams the WAL until ctx ends (nil or ctx error) or a
+	// non-retryable failure.
+	run func(ctx context.Context) error
+	// shutdown closes every WebSocket with 1001.
+	shutdown func(ctx context.Context) error
+	// close releases the broker.
+	close func() error
+}
+
+// serve loads rules and keys, builds the pipeline, listens, and runs until
+// ctx is cancelled (clean shutdown, nil) or the reader fails (error).
+func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOptions) error {
+	slog := log.With().Str("component", "serve").Logger()
+
+	var rc *rules.Config
+	switch {
+	case cfg.ConfigFile != "":
+		var err error
+		if rc, err = loadRules(cfg.ConfigFile, cfg.Source("config")); err != nil {
+			return err
+		}
+	case opt.defaultRules != nil:
+		var err error
+		if rc, err = decodeRules(opt.defaultRules, opt.defaultRulesName, "--config"); err != nil {
+			return err
+		}
+	}
+	set, verifier, err := compileAccess(cfg, rc)
+	if err != nil {
+		return err
+	}
+	if rc == nil {
+		slog.Warn().Str("admin_role", cfg.AdminRole).
+			Msg("no --config rules file: deny by default, only tokens with the admin role may subscribe")
+	}
+	if cfg.JWTSecret == "" && cfg.JWKSFile == "" {
+		slog.Warn().Msg("neither --jwt-secret nor --jwks-file: every connection is anonymous")
+	}
+
+	p, err := buildPipeline(cfg, set, verifier, log)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (--listen): %w", cfg.Listen, err)
+	}
+	slog.Info().Str("addr", ln.Addr().String()).Str("version", version).Msg("listening")
+	hs := &http.Server{
+		Handler:           p.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+	}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- hs.Serve(ln) }()
+
+	readerCtx, stopReader := context.WithCancel(context.Background())
+	defer stopReader()
+	readerErr := make(chan error, 1)
+	go func() { readerErr <- p.run(readerCtx) }()
+
+	if opt.onListening != nil {
+		opt.onListening(ln.Addr())
+	}
+
+	var failure error
+	readerDone := false
+	select {
+	case <-ctx.Done():
+		slog.Info().Msg("shutting down: closing connections with 1001")
+	case err := <-readerErr:
+		readerDone = true
+		if err == nil || errors.Is(err, context.Canceled) {
+			err = errors.New("the WAL reader stopped unexpectedly")
+		}
+		failure = fmt.Errorf("wal reader: %w", err)
+		slog.Error().Err(err).Msg("WAL reader failed; shutting down")
+	case err := <-httpErr:
+		failure = fmt.Errorf("http server: %w", err)
+		slog.Error().Err(err).Msg("HTTP server failed; shutting down")
+	}
+
+	// Stop accepting: closes the listener. Hijacked WebSockets are not
+	// tracked by net/http, so this returns once plain requests finish.
+	httpDone := make(chan struct{})
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), wsShutdownTimeout)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+		close(httpDone)
+	}()
+	wctx, cancel := context.WithTimeout(context.Background(), wsShutdownTimeout)
+	if err := p.shutdown(wctx); err != nil {
+		slog.Warn().Err(err).Msg("closing WebSockets")
+	}
+	cancel()
+	<-httpDone
+
+	// Stop the reader last: it sends its final acknowledgement.
+	stopReader()
+	if !readerDone {
+		select {
+		case err := <-readerErr:
+			if err != nil && !errors.Is(err, context.Canceled) && failure == nil {
+				slog.Warn().Err(err).Msg("WAL reader stopped with an error")
+			}
+		case <-time.After(readerShutdownTimeout):
+			slog.Warn().Msg("WAL reader did not stop in time")
+		}
+	}
+	if failure == nil {
+		slog.Info().Msg("stopped")
+	}
+	return failure
+}
+
+// compileAccess compiles the rules and builds the token verifier: every
+// problem is a configuration error naming the setting.
+func compileAccess(cfg *Config, rc *rules.Config) (*rules.Set, *auth.Verifier, error) {
+	set, err := rules.Compile(rc, cfg.AdminRole)
+	if err != nil {
+		if cfg.ConfigFile != "" {
+			return nil, nil, configErr(cfg.Source("config"), "%s: %v", cfg.ConfigFile, err)
+		}
+		return nil, nil, configErr(cfg.Source("config"), "%v", err)
+	}
+	jwks, err := readJWKS(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := auth.NewVerifier(auth.Config{HS256Secret: []byte(cfg.JWTSecret), JWKS: jwks})
+	if err != nil {
+		setting := cfg.Source("jwt-secret")
+		if len(jwks) > 0 {
+			setting = cfg.Source("jwks-file")
+		}
+		return nil, nil, configErr(setting, "%v", err)
+	}
+	return set, v, nil
+}

@@ -1,0 +1,457 @@
+package wsapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/pgrealtime/pgrealtime/broker"
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
+	"github.com/pgrealtime/pgrealtime/wsapi/auth"
+)
+
+// Protocol abuse: more than abuseBurst bad_request errors, refilled at
+// abuseRate per second, closes the connection with 1008.
+const (
+	abuseBurst = 20
+	abuseRate  = 0.5
+)
+
+// item is one entry of a connection's send queue: a reply, one event, or
+// the batch of a replay (one entry, so that a resume of up to the history
+// size does not overflow the queue).
+type item struct {
+	raw []byte
+	ev  *broker.Event
+	evs []*broker.Event
+}
+
+// subscription is one of a connection's patterns, with the topic as the
+// client wrote it.
+type subscription struct {
+	pattern broker.Pattern
+	topic   string
+}
+
+// conn is one WebSocket connection. It is the broker.Subscriber of that
+// connection.
+type conn struct {
+	s           *Server
+	ws          *websocket.Conn
+	id          string
+	remote      string
+	connectedAt time.Time
+
+	ident atomic.Pointer[auth.Identity]
+	log   atomic.Pointer[zerolog.Logger]
+
+	ctx    context.Context // reads and writes; cancelled to drop the socket at once
+	cancel context.CancelFunc
+
+	// Send queue. qmu is this connection's own lock (never shared with
+	// other connections); Deliver holds it only for a non-blocking send.
+	queue   chan item
+	qmu     sync.Mutex
+	holding bool   // a subscribe is in progress: deliveries wait in held
+	held    []item // until its reply is queued
+	closed  bool   // no more enqueues
+
+	closeOnce  sync.Once
+	done       chan struct{} // closed when the connection starts closing
+	closeDone  chan struct{} // closed when the close handshake is over
+	writerDone chan struct{}
+	dog        *time.Timer // write watchdog
+	pinging    atomic.Bool
+
+	// Reader goroutine state; subs is written only by the reader goroutine,
+	// under subMu so that /api/connections can read it.
+	limiter *rate.Limiter
+	abuse   *rate.Limiter
+	subMu   sync.Mutex
+	subs    map[string]subscription // by canonical pattern
+
+	expMu    sync.Mutex
+	expTimer *time.Timer
+}
+
+var _ broker.Subscriber = (*conn)(nil)
+
+func (s *Server) newConn(ws *websocket.Conn, r *http.Request, id *auth.Identity) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{
+		s:           s,
+		ws:          ws,
+		id:          newConnID(),
+		remote:      r.RemoteAddr,
+		connectedAt: time.Now().UTC(),
+		ctx:         ctx,
+		cancel:      cancel,
+		queue:       make(chan item, s.cfg.SendQueue),
+		done:        make(chan struct{}),
+		closeDone:   make(chan struct{}),
+		writerDone:  make(chan struct{}),
+		limiter:     rate.NewLimiter(rate.Limit(s.cfg.SubscribeRate), max(1, int(s.cfg.SubscribeRate))),
+		abuse:       rate.NewLimiter(abuseRate, abuseBurst),
+		subs:        make(map[string]subscription),
+	}
+	c.ident.Store(id)
+	c.setLogger(id)
+	c.dog = time.AfterFunc(time.Hour, func() { c.slow("write timed out") })
+	c.dog.Stop()
+	return c
+}
+
+func (c *conn) setLogger(id *auth.Identity) {
+	l := c.s.log.With().Str(logConnID, c.id).Str(logSubject, id.Subject).Logger()
+	c.log.Store(&l)
+}
+
+func (c *conn) logger() *zerolog.Logger { return c.log.Load() }
+
+// run serves the connection until it closes.
+func (c *conn) run() {
+	metrics.Connections.Inc()
+	c.logger().Debug().Str(logRemote, c.remote).Str(logRole, c.ident.Load().Role).Msg("connected")
+	c.sendJSON(connectedMsg{
+		Type:         "connected",
+		ConnectionID: c.id,
+		ServerTime:   time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"),
+		Limits: limitsMsg{
+			MaxSubscriptions: c.s.cfg.MaxSubscriptions,
+			SubscribeRate:    c.s.cfg.SubscribeRate,
+			MaxMessageBytes:  c.s.cfg.MaxMessageBytes,
+		},
+	})
+	c.armExpiry(c.ident.Load())
+	go c.writeLoop()
+	c.readLoop()
+
+	// Teardown: finish the close handshake (bounded by the library: 5 s to
+	// write the close frame, 5 s to wait for the peer's), then drop
+	// everything.
+	c.closeWith(websocket.StatusNormalClosure, "")
+	<-c.closeDone
+	c.cancel()
+	<-c.writerDone
+	c.s.cfg.Broker.Remove(c)
+	c.dog.Stop()
+	c.expMu.Lock()
+	if c.expTimer != nil {
+		c.expTimer.Stop()
+	}
+	c.expMu.Unlock()
+	c.subMu.Lock()
+	metrics.Subscriptions.Sub(float64(len(c.subs)))
+	c.subMu.Unlock()
+	metrics.Connections.Dec()
+	c.logger().Debug().Msg("disconnected")
+}
+
+// closeWith starts closing the connection with code, once: no more
+// deliveries, the writer stops, the broker forgets the connection, and the
+// close frame is sent from another goroutine (never blocking the caller).
+// It reports whether this call started the close.
+func (c *conn) closeWith(code websocket.StatusCode, reason string) bool {
+	started := false
+	c.closeOnce.Do(func() {
+		started = true
+		c.qmu.Lock()
+		c.closed = true
+		c.held = nil
+		c.qmu.Unlock()
+		close(c.done)
+		if code != websocket.StatusNormalClosure {
+			c.logger().Debug().Int(logCode, int(code)).Str("reason", reason).Msg("closing connection")
+		}
+		go func() {
+			defer close(c.closeDone)
+			// Called from Deliver under the broker's lock: never call the
+			// broker synchronously here.
+			c.s.cfg.Broker.Remove(c)
+			c.ws.Close(code, reason)
+		}()
+	})
+	return started
+}
+
+// drop closes the socket at once, without a close handshake.
+func (c *conn) drop() {
+	c.cancel() // fails the pending read, which closes the socket
+	go c.ws.CloseNow()
+}
+
+// slow closes a connection that cannot keep up with 4008.
+func (c *conn) slow(why string) {
+	if c.closeWith(StatusSlowConsumer, "slow consumer") {
+		metrics.SlowConsumerCloses.Inc()
+		c.logger().Warn().Str("reason", why).Msg("slow consumer: closing with 4008")
+	}
+}
+
+// Deliver implements broker.Subscriber. It never blocks.
+func (c *conn) Deliver(ev *broker.Event) {
+	if !c.s.allow(c.ident.Load(), ev) {
+		return
+	}
+	c.enqueue(item{ev: ev})
+}
+
+// Replay implements broker.Subscriber: the retained events pass the rules
+// and are queued as one item.
+func (c *conn) Replay(evs []*broker.Event) {
+	id := c.ident.Load()
+	out := make([]*broker.Event, 0, len(evs))
+	for _, ev := range evs {
+		if c.s.allow(id, ev) {
+			out = append(out, ev)
+		}
+	}
+	if len(out) > 0 {
+		c.enqueue(item{evs: out})
+	}
+}
+
+// enqueue adds it to the send queue without blocking; on overflow the
+// connection is closed with 4008.
+func (c *conn) enqueue(it item) {
+	c.qmu.Lock()
+	ok := c.pushLocked(it)
+	c.qmu.Unlock()
+	if !ok {
+		c.slow("send queue full")
+	}
+}
+
+func (c *conn) pushLocked(it item) bool {
+	switch {
+	case c.closed:
+		return true
+	case c.holding:
+		if len(c.held) >= cap(c.queue) {
+			return false
+		}
+		c.held = append(c.held, it)
+		return true
+	}
+	select {
+	case c.queue <- it:
+		return true
+	default:
+		return false
+	}
+}
+
+// hold makes deliveries wait until release, so that the reply to a
+// subscribe is queued before the first event of the subscription.
+func (c *conn) hold() {
+	c.qmu.Lock()
+	c.holding = true
+	c.qmu.Unlock()
+}
+
+// release queues reply (if any), then the deliveries held since hold.
+func (c *conn) release(reply []byte) {
+	c.qmu.Lock()
+	held := c.held
+	c.held, c.holding = nil, false
+	ok := true
+	if reply != nil {
+		ok = c.pushLocked(item{raw: reply})
+	}
+	for i := 0; ok && i < len(held); i++ {
+		ok = c.pushLocked(held[i])
+	}
+	c.qmu.Unlock()
+	if !ok {
+		c.slow("send queue full")
+	}
+}
+
+// queued is the number of items waiting in the send queue.
+func (c *conn) queued() int {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return len(c.queue) + len(c.held)
+}
+
+var deliveredCounters = map[string]prometheus.Counter{}
+
+func init() {
+	for _, a := range []string{broker.ActionCreate, broker.ActionUpdate, broker.ActionDelete, broker.ActionTruncate, "custom"} {
+		deliveredCounters[a] = metrics.EventsDelivered.WithLabelValues(a)
+	}
+}
+
+func countDelivered(ev *broker.Event) {
+	a := ev.Action
+	if ev.Kind == broker.KindCustom {
+		a = "custom"
+	}
+	if c, ok := deliveredCounters[a]; ok {
+		c.Inc()
+		return
+	}
+	metrics.EventsDelivered.WithLabelValues(a).Inc()
+}
+
+// writeLoop writes the send queue to the socket, in order, and pings the
+// peer every PingInterval.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	ping := time.NewTicker(c.s.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		select {
+		case <-c.done:
+			return
+		case <-ping.C:
+			if c.pinging.CompareAndSwap(false, true) {
+				go c.ping()
+			}
+		case it := <-c.queue:
+			if !c.write(it) {
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) ping() {
+	defer c.pinging.Store(false)
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingInterval)
+	defer cancel()
+	if err := c.ws.Ping(ctx); err != nil {
+		select {
+		case <-c.done:
+		default:
+			c.logger().Info().Err(err).Msg("peer did not answer ping: dropping connection")
+			c.drop() // a dead peer cannot do a close handshake
+		}
+	}
+}
+
+func (c *conn) write(it item) bool {
+	switch {
+	case it.raw != nil:
+		return c.writeFrame(it.raw)
+	case it.ev != nil:
+		if !c.writeFrame(it.ev.JSON) {
+			return false
+		}
+		countDelivered(it.ev)
+	default:
+		for _, ev := range it.evs {
+			select {
+			case <-c.done:
+				return false
+			default:
+			}
+			if !c.writeFrame(ev.JSON) {
+				return false
+			}
+			countDelivered(ev)
+		}
+	}
+	return true
+}
+
+func (c *conn) writeFrame(b []byte) bool {
+	c.dog.Reset(c.s.cfg.WriteTimeout)
+	err := c.ws.Write(context.Background(), websocket.MessageText, b) // no per-write AfterFunc: the watchdog bounds it
+	c.dog.Stop()
+	if err != nil {
+		select {
+		case <-c.done:
+		default:
+			c.logger().Debug().Err(err).Msg("write failed")
+			c.drop()
+		}
+		return false
+	}
+	return true
+}
+
+// armExpiry closes the connection with 4001 when id's token expires,
+// unless the identity was replaced by then.
+func (c *conn) armExpiry(id *auth.Identity) {
+	c.expMu.Lock()
+	defer c.expMu.Unlock()
+	if c.expTimer != nil {
+		c.expTimer.Stop()
+		c.expTimer = nil
+	}
+	if id.ExpiresAt.IsZero() {
+		return
+	}
+	c.expTimer = time.AfterFunc(time.Until(id.ExpiresAt), func() {
+		if c.ident.Load() != id {
+			return
+		}
+		c.logger().Info().Msg("token expired: closing with 4001")
+		c.closeWith(StatusTokenExpired, "token expired")
+	})
+}
+
+// readLoop reads and handles client frames until the socket closes.
+func (c *conn) readLoop() {
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			if st := websocket.CloseStatus(err); st == -1 && !errors.Is(err, context.Canceled) {
+				select {
+				case <-c.done:
+				default:
+					c.logger().Debug().Err(err).Msg("read failed")
+				}
+			}
+			return
+		}
+		if typ != websocket.MessageText {
+			c.closeWith(StatusPolicyViolation, "binary frames are not supported: send JSON text frames")
+			return
+		}
+		c.handle(data)
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+	}
+}
+
+// info describes the connection for /api/connections.
+func (c *conn) info() connectionInfo {
+	id := c.ident.Load()
+	c.subMu.Lock()
+	topics := make([]string, 0, len(c.subs))
+	for _, s := range c.subs {
+		topics = append(topics, s.topic)
+	}
+	c.subMu.Unlock()
+	sort.Strings(topics)
+	return connectionInfo{
+		ID:            c.id,
+		Subject:       id.Subject,
+		Role:          id.Role,
+		Anonymous:     id.Anonymous,
+		Claims:        id.Claims,
+		Subscriptions: topics,
+		ConnectedAt:   c.connectedAt,
+		RemoteAddr:    c.remote,
+		Queued:        c.queued(),
+	}
+}

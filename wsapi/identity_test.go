@@ -1,0 +1,170 @@
+package wsapi
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+)
+
+// upgradeStatus dials and returns the HTTP status and JSON error body of a
+// refused upgrade.
+func (e *env) upgradeStatus(o dialOpt) (int, map[string]any) {
+	e.t.Helper()
+	ws, resp, err := e.dialRaw(o)
+	if err == nil {
+		e.wrap(ws)
+		return 101, nil
+	}
+	if resp == nil {
+		e.t.Fatalf("dial: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		e.t.Fatalf("HTTP %d body is not JSON: %s", resp.StatusCode, b)
+	}
+	return resp.StatusCode, m
+}
+
+func TestTokenAtUpgrade(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	admin := adminToken(t)
+	bearer := func(tok string) dialOpt { return dialOpt{header: http.Header{"Authorization": {"Bearer " + tok}}} }
+
+	t.Run("header", func(t *testing.T) {
+		c := e.dial(admin)
+		c.sub("*")
+	})
+	t.Run("query", func(t *testing.T) {
+		ws, _, err := e.dialRaw(dialOpt{query: "access_token=" + url.QueryEscape(admin)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.wrap(ws).sub("*")
+	})
+	t.Run("anonymous", func(t *testing.T) {
+		e.dial("").expectError(msg{"type": "subscribe", "topics": []string{"*"}}, "forbidden")
+	})
+	for name, tc := range map[string]struct {
+		o    dialOpt
+		code string
+	}{
+		"garbage header": {bearer("not.a.jwt"), "invalid_token"},
+		"wrong key":      {bearer(signWith(t, []byte("other-secret-0123456789abcdefghij"), "u", "admin")), "invalid_token"},
+		"expired header": {bearer(token(t, "u", "admin", -time.Minute)), "token_expired"},
+		"expired query":  {dialOpt{query: "access_token=" + token(t, "u", "admin", -time.Minute)}, "token_expired"},
+		"garbage query":  {dialOpt{query: "access_token=xyz"}, "invalid_token"},
+		"alg none":       {bearer("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1Iiwicm9sZSI6ImFkbWluIn0."), "invalid_token"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			status, body := e.upgradeStatus(tc.o)
+			if status != http.StatusUnauthorized || body["error"] != tc.code || body["message"] == "" {
+				t.Fatalf("got %d %v, want 401 %s", status, body, tc.code)
+			}
+		})
+	}
+}
+
+func TestTokenRefusedWithoutVerifier(t *testing.T) {
+	e := newEnv(t, envOpts{noAuth: true})
+	status, body := e.upgradeStatus(dialOpt{header: http.Header{"Authorization": {"Bearer " + adminToken(t)}}})
+	if status != http.StatusUnauthorized || body["error"] != "invalid_token" {
+		t.Fatalf("got %d %v", status, body)
+	}
+	c := e.dial("")
+	c.expectError(msg{"type": "auth", "token": adminToken(t)}, "invalid_token")
+	c.expectError(msg{"type": "subscribe", "topics": []string{"posts"}}, "forbidden")
+}
+
+func TestAuthMessage(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := e.dial("")
+	c.expectError(msg{"type": "subscribe", "topics": []string{"*"}}, "forbidden")
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	r, _ := c.request(msg{"type": "auth", "token": token(t, "root", "admin", time.Until(exp)+500*time.Millisecond)})
+	if r.str("type") != "authenticated" || r.str("subject") != "root" || r.str("role") != "admin" || r.str("expires_at") == "" {
+		t.Fatalf("got %v", r)
+	}
+	if _, err := time.Parse(time.RFC3339, r.str("expires_at")); err != nil {
+		t.Fatalf("expires_at %q: %v", r.str("expires_at"), err)
+	}
+	if rv, ok := r["revoked"].([]any); !ok || len(rv) != 0 {
+		t.Fatalf("revoked = %v", r["revoked"])
+	}
+	c.sub("*")
+	// A bad token keeps the connection and the old identity.
+	c.expectError(msg{"type": "auth", "token": "garbage"}, "invalid_token")
+	c.expectError(msg{"type": "auth", "token": token(t, "u", "user", -time.Minute)}, "token_expired")
+	c.expectError(msg{"type": "auth", "token": ""}, "invalid_token")
+	e.publish(rec("posts", "create", "1"))
+	if got := c.sync(); len(got) != 1 {
+		t.Fatalf("after refused auth got %d events, want 1", len(got))
+	}
+	// A token without exp: no expires_at.
+	r, _ = c.request(msg{"type": "auth", "token": token(t, "root", "admin", 0)})
+	if _, has := r["expires_at"]; r.str("type") != "authenticated" || has {
+		t.Fatalf("got %v", r)
+	}
+}
+
+func TestDowngradeRevokes(t *testing.T) {
+	e := newEnv(t, envOpts{}) // no rules: only the admin reads
+	c := e.dial(adminToken(t))
+	c.sub("*", "posts", "comments.1")
+	r, _ := c.request(msg{"type": "auth", "token": token(t, "u1", "user", time.Hour)})
+	if r.str("type") != "authenticated" || r.str("role") != "user" {
+		t.Fatalf("got %v", r)
+	}
+	if got := r.strs("revoked"); len(got) != 3 || got[0] != "*" || got[1] != "comments.1" || got[2] != "posts" {
+		t.Fatalf("revoked = %v", got)
+	}
+	e.publish(rec("posts", "create", "1"), rec("comments", "create", "1"))
+	if got := c.sync(); len(got) != 0 {
+		t.Fatalf("after downgrade got %v", got)
+	}
+	c.expectError(msg{"type": "subscribe", "topics": []string{"*"}}, "forbidden")
+}
+
+func TestExpiryCloses4001(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	// exp has second precision: aim at a whole second at least 1.5 s away.
+	exp := time.Now().Add(2500 * time.Millisecond).Truncate(time.Second)
+	c := e.dial(token(t, "u1", "admin", time.Until(exp)+time.Millisecond))
+	c.sub("posts")
+	code, _ := c.expectClose(10 * time.Second)
+	at := time.Now()
+	if code != StatusTokenExpired {
+		t.Fatalf("close code %d, want 4001", code)
+	}
+	if d := at.Sub(exp); d < -50*time.Millisecond || d > time.Second {
+		t.Fatalf("closed %v after expiry", d)
+	}
+}
+
+func TestRefreshKeepsConnection(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	exp := time.Now().Add(2500 * time.Millisecond).Truncate(time.Second)
+	c := e.dial(token(t, "u1", "admin", time.Until(exp)+time.Millisecond))
+	c.sub("posts")
+	r, _ := c.request(msg{"type": "auth", "token": token(t, "u1", "admin", time.Hour)})
+	if r.str("type") != "authenticated" {
+		t.Fatalf("got %v", r)
+	}
+	time.Sleep(time.Until(exp) + 500*time.Millisecond)
+	e.publish(rec("posts", "create", "1"))
+	if got := c.sync(); len(got) != 1 {
+		t.Fatalf("got %d events", len(got))
+	}
+}
+
+// signWith signs an admin-looking token with another secret.
+func signWith(t *testing.T, secret []byte, sub, role string) string {
+	t.Helper()
+	saved := testSecret
+	testSecret = secret
+	defer func() { testSecret = saved }()
+	return token(t, sub, role, time.Hour)
+}
