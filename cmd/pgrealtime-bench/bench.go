@@ -97,35 +97,42 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	res.PGVersion = e.pgVersion(ctx)
 	start := time.Now()
 
-	// Catch-up leaves its server running, caught up, for the live latency
-	// and fan-out measurements.
-	e.logf("1/5 catch-up: %d rows in %d-row transactions", cfg.CatchupRows, cfg.CatchupTx)
-	srv, cu, err := e.catchup(ctx)
-	res.Catchup, res.CatchupErr = cu, errString(err)
-	if srv == nil && err == nil {
-		err = errors.New("catch-up left no server")
+	if cfg.runs("catchup") {
+		e.logf("1/5 catch-up: %d rows in %d-row transactions", cfg.CatchupRows, cfg.CatchupTx)
+		res.Catchup, err = e.catchup(ctx)
+		res.CatchupErr = errString(err)
+	} else if err := e.prepareSlots(ctx); err != nil {
+		return err
 	}
-	if srv == nil {
-		// Later measurements still need a server.
-		if srv, err = e.startReady(ctx, "--max-connections", "25000"); err != nil {
-			return fmt.Errorf("start pgrealtime after failed catch-up (%s): %w", res.CatchupErr, err)
+	if cfg.runs("latency") || cfg.runs("fanout") {
+		srv, err := e.startReady(ctx, "--max-connections", "25000")
+		if err != nil {
+			return fmt.Errorf("start pgrealtime for the latency and fan-out measurements: %w", err)
+		}
+		if cfg.runs("latency") {
+			e.logf("2/5 live latency")
+			res.Latency, err = e.latency(ctx, srv)
+			res.LatencyErr = errString(err)
+		}
+		if cfg.runs("fanout") {
+			e.logf("3/5 fan-out to %d subscribers", cfg.FanoutSubs)
+			res.Fanout, err = e.fanout(ctx, srv)
+			res.FanoutErr = errString(err)
+		}
+		if err := srv.stop(); err != nil {
+			e.logf("stopping pgrealtime: %v", err)
 		}
 	}
-	e.logf("2/5 live latency")
-	res.Latency, err = e.latency(ctx, srv)
-	res.LatencyErr = errString(err)
-	e.logf("3/5 fan-out to %d subscribers", cfg.FanoutSubs)
-	res.Fanout, err = e.fanout(ctx, srv)
-	res.FanoutErr = errString(err)
-	if err := srv.stop(); err != nil {
-		e.logf("stopping pgrealtime: %v", err)
+	if cfg.runs("memory") {
+		e.logf("4/5 memory per idle connection")
+		res.Memory, err = e.memory(ctx)
+		res.MemoryErr = errString(err)
 	}
-	e.logf("4/5 memory per idle connection")
-	res.Memory, err = e.memory(ctx)
-	res.MemoryErr = errString(err)
-	e.logf("5/5 write overhead: %d writers, %s per setup, %d rounds", cfg.Writers, cfg.WriteTime, cfg.WriteRounds)
-	res.Writes, err = e.writes(ctx)
-	res.WritesErr = errString(err)
+	if cfg.runs("writes") {
+		e.logf("5/5 write overhead: %d writers, %s per setup, %d rounds", cfg.Writers, cfg.WriteTime, cfg.WriteRounds)
+		res.Writes, err = e.writes(ctx)
+		res.WritesErr = errString(err)
+	}
 	res.Elapsed = time.Since(start)
 
 	md := res.markdown()
@@ -253,4 +260,21 @@ func findRecvlogical(binDir string) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("pg_recvlogical not found in %s: install the PostgreSQL client programs", strings.Join(dirs, " or "))
+}
+
+// prepareSlots does what the catch-up measurement does first, for runs
+// without it: pgrealtime creates its publication and slot, and
+// pg_recvlogical gets its own slot.
+func (e *benchEnv) prepareSlots(ctx context.Context) error {
+	s, err := e.startReady(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.stop(); err != nil {
+		return err
+	}
+	if err := e.queryRow(ctx, `SELECT coalesce(string_agg(pubname, ',' ORDER BY pubname), '') FROM pg_publication`, &e.pubs); err != nil {
+		return err
+	}
+	return e.exec(ctx, `SELECT pg_create_logical_replication_slot('`+recvSlot+`', 'pgoutput')`)
 }

@@ -135,11 +135,27 @@ func goal(p *plot.Plot, y float64, label string) {
 func (r *results) catchupPlot() *plot.Plot {
 	p := newPlot("1. Catch-up (rows/s, higher is better)", "rows/s")
 	cu := r.Catchup
-	if cu == nil || cu.Rate == 0 {
+	if cu == nil || len(cu.Runs) == 0 {
 		return noData(p, "no data")
 	}
-	p.Add(bars([]float64{cu.RecvRate, 0}, vg.Points(60), colRef, 0), bars([]float64{0, cu.Rate}, vg.Points(60), colMain, 0))
-	p.NominalX(fmt.Sprintf("pg_recvlogical\n%s rows/s", thousands(cu.RecvRate)), fmt.Sprintf("pgrealtime + 1 subscriber\n%s rows/s (%.2fx)", thousands(cu.Rate), cu.Ratio))
+	n := 1 + len(cu.Runs)
+	vals := make([]float64, n)
+	vals[0] = cu.RecvRate
+	p.Add(bars(vals, vg.Points(45), colRef, 0))
+	names := []string{fmt.Sprintf("pg_recvlogical\n%s rows/s", thousands(cu.RecvRate))}
+	for i, run := range cu.Runs {
+		vals := make([]float64, n)
+		vals[i+1] = run.Rate
+		c := colMain
+		name := fmt.Sprintf("pgrealtime, %s\n%s rows/s (%.2fx)", run.Label, thousands(run.Rate), run.Ratio)
+		if run.SubscriberErr != "" {
+			c = colSecnd
+			name = fmt.Sprintf("pgrealtime, %s\n%s rows/s published,\nsubscriber dropped", run.Label, thousands(run.Rate))
+		}
+		p.Add(bars(vals, vg.Points(45), c, 0))
+		names = append(names, name)
+	}
+	p.NominalX(names...)
 	p.Title.Text = fmt.Sprintf("1. Catch-up of %s rows (rows/s)", thousands(float64(cu.Rows)))
 	return p
 }

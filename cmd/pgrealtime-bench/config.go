@@ -40,6 +40,7 @@ type config struct {
 	Markdown string // where to write the report ("" = stdout only)
 	Chart    string // where to write the chart ("" = none)
 	KeepWork bool
+	Only     map[string]bool // measurements to run; empty = all
 	Command  string // the command line, for the report
 }
 
@@ -70,7 +71,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	md := fs.String("markdown", "", "also write the report (markdown) to this file")
 	chart := fs.String("chart", "", "write the chart to this file (.png or .svg)")
 	rows := fs.Int("rows", 0, "catch-up rows (default 200000, quick 2000)")
-	keep := fs.Bool("keep", false, "keep the work directory (Postgres data, server logs)")
+	keep := fs.Bool("keep", false, "keep the work directory (server logs)")
+	only := fs.String("only", "", "comma list of measurements to run (catchup,latency,fanout,memory,writes); default all")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: pgrealtime-bench [flags]\n       pgrealtime-bench clients --url ws://… --n N (client process, started by the benchmark)")
 		fs.PrintDefaults()
@@ -92,6 +94,20 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("%w: --chart must end in .png or .svg", errUsage)
 	}
 	cfg.Binary, cfg.Markdown, cfg.Chart, cfg.KeepWork = *bin, *md, *chart, *keep
+	if *only != "" {
+		cfg.Only = map[string]bool{}
+		for _, m := range strings.Split(*only, ",") {
+			switch m = strings.TrimSpace(m); m {
+			case "catchup", "latency", "fanout", "memory", "writes":
+				cfg.Only[m] = true
+			default:
+				return config{}, fmt.Errorf("%w: --only: unknown measurement %q (catchup, latency, fanout, memory, writes)", errUsage, m)
+			}
+		}
+	}
 	cfg.Command = "pgrealtime-bench " + strings.Join(os.Args[1:], " ")
 	return cfg, nil
 }
+
+// runs reports whether measurement m is part of this run.
+func (c config) runs(m string) bool { return len(c.Only) == 0 || c.Only[m] }

@@ -12,7 +12,10 @@ func sampleResults() *results {
 	cfg := defaultConfig(false)
 	return &results{
 		Machine: "2 CPUs", PGVersion: "15", Date: time.Date(2026, 11, 25, 21, 0, 0, 0, time.UTC), Command: "pgrealtime-bench", Config: cfg,
-		Catchup: &catchupResult{Rows: 200000, TxRows: 1000, RecvSeconds: 4, RecvRate: 50000, Seconds: 5, Rate: 40000, Received: 200000, Resumed: true, Ratio: 0.8},
+		Catchup: &catchupResult{Rows: 200000, TxRows: 1000, RecvSeconds: 4, RecvRate: 50000, Runs: []catchupRun{
+			{Label: "default send queue", Flags: []string{"--history-size", "220000"}, Seconds: 4, Rate: 50000, ServerSeconds: 4, Ratio: 1, Received: 10, SubscriberErr: "after 10 of 200000 rows: 4008"},
+			{Label: "send queue holding the backlog", Flags: []string{"--send-queue", "220000"}, Seconds: 5, Rate: 40000, ServerSeconds: 4, Received: 200000, Resumed: true, Ratio: 0.8},
+		}},
 		Latency: []latencyResult{
 			{Subs: 1, Rate: 1000, Lat: Latency{Count: 10, P50: 1, P99: 3, Max: 5}},
 			{Subs: 10, Rate: 1000, Lat: Latency{Count: 10, P50: 1.5, P99: 20, Max: 30}},

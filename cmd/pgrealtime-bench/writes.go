@@ -29,6 +29,29 @@ type writeSetup struct {
 	Ratio     float64   `json:"ratio"`     // to nothing attached
 	Delivered []int64   `json:"delivered"` // changes the consumer received, per round (-1: not counted)
 	Written   []int64   `json:"written"`
+	LagMB     []float64 `json:"wal_lag_mb"` // WAL not yet sent by the walsender when the writers stopped
+}
+
+// keptUp reports whether the consumer received (almost) every row in every
+// round; setups without a counted consumer keep up by definition.
+func (s *writeSetup) keptUp() bool { return s.minDelivered() >= 0.99 }
+
+func (s *writeSetup) minDelivered() float64 {
+	m := 1.0
+	for i, d := range s.Delivered {
+		if d >= 0 && s.Written[i] > 0 {
+			m = min(m, float64(d)/float64(s.Written[i]))
+		}
+	}
+	return m
+}
+
+func (s *writeSetup) maxLagMB() float64 {
+	m := 0.0
+	for _, l := range s.LagMB {
+		m = max(m, l)
+	}
+	return m
 }
 
 type writesResult struct {
@@ -75,14 +98,15 @@ func (e *benchEnv) writes(ctx context.Context) (*writesResult, error) {
 	}
 	for round := 1; round <= cfg.WriteRounds; round++ {
 		for _, s := range r.Setups {
-			tps, written, delivered, err := e.writeRound(ctx, conns, s.Name)
+			tps, written, delivered, lag, err := e.writeRound(ctx, conns, s.Name)
 			if err != nil {
 				return r, fmt.Errorf("%s, round %d: %w", s.Name, round, err)
 			}
 			s.TPS = append(s.TPS, tps)
 			s.Written = append(s.Written, written)
 			s.Delivered = append(s.Delivered, delivered)
-			e.logf("   round %d, %s: %.0f tx/s (consumer received %d of %d)", round, s.Name, tps, delivered, written)
+			s.LagMB = append(s.LagMB, lag)
+			e.logf("   round %d, %s: %.0f tx/s (WAL lag at the end %.1f MB; consumer received %d of %d)", round, s.Name, tps, lag, delivered, written)
 		}
 	}
 	none := r.setup(setupNone)
@@ -102,11 +126,11 @@ func (e *benchEnv) writes(ctx context.Context) (*writesResult, error) {
 // writeRound attaches one setup, runs the writers for WriteTime and detaches
 // it. delivered is what the setup's consumer received of the written rows
 // (-1 when there is no consumer to count).
-func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup string) (tps float64, written, delivered int64, err error) {
+func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup string) (tps float64, written, delivered int64, lagMB float64, err error) {
 	// Every slot starts at the current end of WAL: no consumer drains a
 	// backlog of an earlier setup.
 	if err := e.exec(ctx, `SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn()) FROM pg_replication_slots WHERE NOT active`); err != nil {
-		return 0, 0, 0, fmt.Errorf("advance slots: %w", err)
+		return 0, 0, 0, 0, fmt.Errorf("advance slots: %w", err)
 	}
 	delivered = -1
 	var detach func() int64
@@ -116,7 +140,7 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 			"-d", e.dbURL, "-S", recvSlot, "--start", "--no-loop",
 			"-o", "proto_version=1", "-o", "publication_names="+e.pubs, "-f", "/dev/null")
 		if err := cmd.Start(); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 		detach = func() int64 {
 			cmd.Process.Signal(syscall.SIGINT)
@@ -132,21 +156,24 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 		}
 		if err := e.waitSlotActive(ctx, recvSlot); err != nil {
 			detach()
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 	case setupPgrealtime:
 		srv, err := e.startReady(ctx)
 		if err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 		cp, err := startClients(ctx, e.self, srv.URL(), e.token, 1, "bench.*")
 		if err != nil {
 			srv.stop()
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 		cp.reset(ctx)
 		detach = func() int64 {
 			rep, _ := cp.drain(ctx, uint64(written), 5*time.Second)
+			if rep.Closed > 0 {
+				e.logf("   the pgrealtime subscriber was closed: %s", rep.CloseReason)
+			}
 			cp.quit()
 			if err := srv.stop(); err != nil {
 				e.logf("   stopping pgrealtime: %v", err)
@@ -155,15 +182,15 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 		}
 	case setupTrigger:
 		if err := e.exec(ctx, triggerSQL); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 		lconn, err := pgx.Connect(ctx, e.dbURL)
 		if err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 		if _, err := lconn.Exec(ctx, "LISTEN bench_changes"); err != nil {
 			lconn.Close(ctx)
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 		var got atomic.Int64
 		lctx, lcancel := context.WithCancel(ctx)
@@ -216,15 +243,20 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 	wg.Wait()
 	elapsed := time.Since(t0)
 	written = n.Load()
+	var lag int64
+	if err := e.queryRow(ctx, `SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)), 0)::bigint FROM pg_stat_replication`, &lag); err != nil {
+		e.logf("   replication lag: %v", err)
+	}
+	lagMB = float64(lag) / 1e6
 	if detach != nil {
 		delivered = detach()
 	}
 	select {
 	case err := <-errs:
-		return 0, written, delivered, err
+		return 0, written, delivered, lagMB, err
 	default:
 	}
-	return float64(written) / elapsed.Seconds(), written, delivered, nil
+	return float64(written) / elapsed.Seconds(), written, delivered, lagMB, nil
 }
 
 // waitSlotActive waits until a consumer streams from slot.
