@@ -99,8 +99,10 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	if cfg.runs("catchup") {
 		e.logf("1/5 catch-up: %d rows in %d-row transactions", cfg.CatchupRows, cfg.CatchupTx)
+		c0 := readCPU()
 		res.Catchup, err = e.catchup(ctx)
 		res.CatchupErr = errString(err)
+		res.Load = append(res.Load, measureLoad("catch-up", c0))
 	} else if err := e.prepareSlots(ctx); err != nil {
 		return err
 	}
@@ -111,13 +113,17 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		}
 		if cfg.runs("latency") {
 			e.logf("2/5 live latency")
+			c0 := readCPU()
 			res.Latency, err = e.latency(ctx, srv)
 			res.LatencyErr = errString(err)
+			res.Load = append(res.Load, measureLoad("live latency", c0))
 		}
 		if cfg.runs("fanout") {
 			e.logf("3/5 fan-out to %d subscribers", cfg.FanoutSubs)
+			c0 := readCPU()
 			res.Fanout, err = e.fanout(ctx, srv)
 			res.FanoutErr = errString(err)
+			res.Load = append(res.Load, measureLoad("fan-out", c0))
 		}
 		if err := srv.stop(); err != nil {
 			e.logf("stopping pgrealtime: %v", err)
@@ -125,13 +131,17 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	if cfg.runs("memory") {
 		e.logf("4/5 memory per idle connection")
+		c0 := readCPU()
 		res.Memory, err = e.memory(ctx)
 		res.MemoryErr = errString(err)
+		res.Load = append(res.Load, measureLoad("memory", c0))
 	}
 	if cfg.runs("writes") {
 		e.logf("5/5 write overhead: %d writers, %s per setup, %d rounds", cfg.Writers, cfg.WriteTime, cfg.WriteRounds)
+		c0 := readCPU()
 		res.Writes, err = e.writes(ctx)
 		res.WritesErr = errString(err)
+		res.Load = append(res.Load, measureLoad("write overhead", c0))
 	}
 	res.Elapsed = time.Since(start)
 

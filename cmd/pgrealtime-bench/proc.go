@@ -89,3 +89,51 @@ func machine() string {
 	}
 	return fmt.Sprintf("%d CPUs (nproc), %s%s", nprocs(), cpu, mem)
 }
+
+// cpuSample is the machine-wide CPU counters of /proc/stat.
+type cpuSample struct {
+	busy, total int64
+	at          time.Time
+}
+
+func readCPU() cpuSample {
+	s := cpuSample{at: time.Now()}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i := 1; i < len(f) && i <= 8; i++ {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		s.total += v
+		if i != 4 && i != 5 { // idle, iowait
+			s.busy += v
+		}
+	}
+	return s
+}
+
+// sectionLoad is how busy the whole machine was during one measurement:
+// every process counts, ours and the rest.
+type sectionLoad struct {
+	Name      string  `json:"name"`
+	Seconds   float64 `json:"seconds"`
+	BusyCores float64 `json:"busy_cores"`
+	LoadAvg   string  `json:"loadavg"` // 1, 5, 15 min at the end
+}
+
+func measureLoad(name string, start cpuSample) sectionLoad {
+	end := readCPU()
+	l := sectionLoad{Name: name, Seconds: end.at.Sub(start.at).Seconds()}
+	if dt := end.total - start.total; dt > 0 {
+		l.BusyCores = float64(end.busy-start.busy) / float64(dt) * float64(nprocs())
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			l.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
+	return l
+}

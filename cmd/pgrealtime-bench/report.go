@@ -30,6 +30,8 @@ type results struct {
 	MemoryErr  string
 	Writes     *writesResult
 	WritesErr  string
+
+	Load []sectionLoad
 }
 
 func (r *results) errors() []string {
@@ -180,8 +182,12 @@ func (r *results) markdown() string {
 	for i := 0; i < 2; i++ {
 		if m := r.Memory; m != nil && i < len(m.Points) {
 			p := m.Points[i]
-			w("| %s | memory: RSS growth per idle subscribed connection at %s connections | %.1f KiB | Centrifugo here (issue 6): ~46 KB | ≤ 12 KB | %s |\n",
-				labels[i], thousands(float64(p.Conns)), p.PerConnKB, verdict(p.PerConnKB*1024 <= 12000))
+			heap := ""
+			if m.Metrics {
+				heap = fmt.Sprintf(" (Go heap in use %.1f KiB + goroutine stacks %.1f KiB)", p.HeapKB, p.StackKB)
+			}
+			w("| %s | memory: RSS growth per idle subscribed connection at %s connections | %.1f KiB%s | Centrifugo here (issue 6): ~46 KB | ≤ 12 KB | %s |\n",
+				labels[i], thousands(float64(p.Conns)), p.PerConnKB, heap, verdict(p.PerConnKB*1024 <= 12000))
 		} else {
 			w("| %s | memory | %s | | ≤ 12 KB | |\n", labels[i], failed(r.MemoryErr))
 		}
@@ -300,6 +306,14 @@ func (r *results) details(b *strings.Builder) {
 			w("| %s | %s | %s | %.2f× | %s | %s |\n", s.Name, strings.Join(per, ", "), thousands(s.Mean), s.Ratio, lag, got)
 		}
 		w("\nA consumer that falls behind makes its walsender wait, which leaves more CPU to the writers: a setup's ratio is only comparable when its consumer keeps up.\n")
+	}
+	if len(r.Load) > 0 {
+		w("\n## Machine load during each measurement\n\n")
+		w("Busy cores are from /proc/stat over the measurement: every process on the machine counts, the benchmark's own (Postgres, pgrealtime, client processes, writers) and anything else running at the time. Out of %d.\n\n", nprocs())
+		w("| measurement | seconds | busy cores | load average at the end (1, 5, 15 min) |\n|---|---|---|---|\n")
+		for _, l := range r.Load {
+			w("| %s | %.0f | %.2f | %s |\n", l.Name, l.Seconds, l.BusyCores, l.LoadAvg)
+		}
 	}
 	if errs := r.errors(); len(errs) > 0 {
 		w("\n## Failures\n\n")
