@@ -51,7 +51,8 @@ type Sink interface {
 
 var _ Sink = (broker.Broker)(nil)
 
-// Config configures a Reader. Zero fields take the Default… values.
+// Config configures a Reader. Zero fields take the Default… values, except
+// NotifyChannel ("" disables LISTEN).
 type Config struct {
 	// ConnString is a libpq URL or DSN for a regular connection; the reader
 	// adds replication=database for its replication connection itself.
@@ -61,12 +62,9 @@ type Config struct {
 	Publication string
 	// Slot is the permanent pgoutput replication slot.
 	Slot string
-	// NotifyChannel is LISTENed to for custom events; "" disables LISTEN
-	// (set DisableNotify to get that with the default channel unset).
+	// NotifyChannel is LISTENed to for custom events; "" disables LISTEN.
+	// The usual value is DefaultNotifyChannel.
 	NotifyChannel string
-	// DisableNotify turns LISTEN off even when NotifyChannel is empty
-	// (empty otherwise means the default channel).
-	DisableNotify bool
 	Sink          Sink
 	Logger        zerolog.Logger
 	// StatusInterval is the period of standby status updates (keep it well
@@ -118,12 +116,6 @@ func NewReader(cfg Config) (*Reader, error) {
 	}
 	if cfg.Slot == "" {
 		cfg.Slot = DefaultSlot
-	}
-	if cfg.NotifyChannel == "" && !cfg.DisableNotify {
-		cfg.NotifyChannel = DefaultNotifyChannel
-	}
-	if cfg.DisableNotify {
-		cfg.NotifyChannel = ""
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = DefaultStatusInterval
