@@ -51,8 +51,7 @@ type Sink interface {
 
 var _ Sink = (broker.Broker)(nil)
 
-// Config configures a Reader. Zero fields take the Default… values, except
-// NotifyChannel ("" disables LISTEN).
+// Config configures a Reader. Zero fields take the Default… values.
 type Config struct {
 	// ConnString is a libpq URL or DSN for a regular connection; the reader
 	// adds replication=database for its replication connection itself.
@@ -62,9 +61,11 @@ type Config struct {
 	Publication string
 	// Slot is the permanent pgoutput replication slot.
 	Slot string
-	// NotifyChannel is LISTENed to for custom events; "" disables LISTEN.
-	// The usual value is DefaultNotifyChannel.
+	// NotifyChannel is LISTENed to for custom events; "" means
+	// DefaultNotifyChannel. Set DisableNotify to turn LISTEN off.
 	NotifyChannel string
+	// DisableNotify turns the NOTIFY listener off.
+	DisableNotify bool
 	Sink          Sink
 	Logger        zerolog.Logger
 	// StatusInterval is the period of standby status updates (keep it well
@@ -110,6 +111,12 @@ func NewReader(cfg Config) (*Reader, error) {
 	}
 	if cfg.Sink == nil {
 		return nil, errors.New("cdc: Sink is required")
+	}
+	switch {
+	case cfg.DisableNotify:
+		cfg.NotifyChannel = ""
+	case cfg.NotifyChannel == "":
+		cfg.NotifyChannel = DefaultNotifyChannel
 	}
 	if cfg.Publication == "" {
 		cfg.Publication = DefaultPublication
