@@ -477,6 +477,7 @@ func (r *Reader) handleCopyData(ctx context.Context, conn *pgx.Conn, repl *pgcon
 			if ka.ServerWALEnd > r.safeLSN {
 				r.safeLSN = ka.ServerWALEnd
 			}
+			metrics.ReplicationLagBytes.Set(0)
 			r.ackLSN = max(r.ackLSN, r.safeLSN)
 		}
 		if ka.ReplyRequested {
@@ -529,6 +530,7 @@ func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
 			return fmt.Errorf("publish transaction %s: %w", pglogrepl.LSN(tx.CommitLSN), err)
 		}
 		r.lastPublished = tx.Events[len(tx.Events)-1].Position
+		metrics.ReplicationLagSeconds.Set(time.Since(tx.CommitTime).Seconds())
 		metrics.Transactions.Inc()
 		metrics.EventsReceived.WithLabelValues("wal").Add(float64(len(tx.Events)))
 	}
