@@ -462,6 +462,13 @@ func TestReaderKeylessTable(t *testing.T) {
 		ALTER TABLE uniq REPLICA IDENTITY USING INDEX uniq_code;
 		CREATE UNLOGGED TABLE scratch (x int);
 		INSERT INTO page_views VALUES ('/old', 'x')`)
+	var logBuf strings.Builder
+	if err := Setup(ctx, url, "pgrealtime", zerolog.New(&logBuf)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "table public.page_views has no primary key or replica identity: only inserts and truncates are streamed; add a primary key or ALTER TABLE public.page_views REPLICA IDENTITY FULL"; !strings.Contains(logBuf.String(), want) {
+		t.Errorf("Setup log lacks the warning %q:\n%s", want, logBuf.String())
+	}
 	sink := newRecSink()
 	rr := startReader(t, url, sink, func(c *Config) { c.SyncInterval = 200 * time.Millisecond })
 	rr.waitReady(t, ctx)
@@ -920,4 +927,40 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+func TestReaderGracefulStopCheckpoints(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	url := pgtest.NewDB(t)
+	conn := connect(t, ctx, url)
+	mustExec(t, ctx, conn, `CREATE TABLE items (id int PRIMARY KEY)`)
+	slot := randomName("slot_")
+	sink := newRecSink()
+	// A long status interval: only the final acknowledgement can write the
+	// checkpoint and confirm the last transaction.
+	rr := startReader(t, url, sink, func(c *Config) { c.Slot = slot; c.StatusInterval = time.Hour })
+	rr.waitReady(t, ctx)
+	mustExec(t, ctx, conn, `INSERT INTO items VALUES (1)`)
+	mustExec(t, ctx, conn, `INSERT INTO items VALUES (2), (3)`)
+	evs := waitEvents(t, ctx, sink, 3)
+	rr.shutdown(t)
+	txs := sink.transactions()
+	confirmed, ckpt := slotState(t, ctx, conn, slot)
+	if last := evs[len(evs)-1].Position; ckpt != last || confirmed < txs[len(txs)-1].EndLSN {
+		t.Fatalf("after stop: checkpoint %s (want %s), confirmed %X (want >= %X)", ckpt, last, confirmed, txs[len(txs)-1].EndLSN)
+	}
+	sink2 := newRecSink()
+	rr2 := startReader(t, url, sink2, func(c *Config) { c.Slot = slot })
+	rr2.waitReady(t, ctx)
+	mustExec(t, ctx, conn, `INSERT INTO items VALUES (4)`)
+	evs2 := waitEvents(t, ctx, sink2, 1)
+	if len(evs2) != 1 || evs2[0].RecordID != "4" {
+		t.Errorf("after restart got %d events, first %s; want only row 4", len(evs2), encode(t, evs2[0]))
+	}
+	sink2.mu.Lock()
+	defer sink2.mu.Unlock()
+	if len(sink2.bases) != 1 || sink2.bases[0] != ckpt || sink2.calls[0] != "base" {
+		t.Errorf("SetBase calls %v (%v), want SetBase(%s) first", sink2.bases, sink2.calls, ckpt)
+	}
 }

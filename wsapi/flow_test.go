@@ -220,11 +220,23 @@ func TestHistoryUnavailable(t *testing.T) {
 	if r.str("type") != "subscribed" || r.str("position") != ahead.String() || len(replay) != 0 {
 		t.Fatalf("ahead: got %v after %v", r, replay)
 	}
-	// Too far ahead: history_unavailable after the wait.
+	// Too far ahead: history_unavailable after the wait, during which live
+	// events of the existing subscriptions keep flowing.
 	start := time.Now()
-	c2.expectError(msg{"type": "subscribe", "topics": []string{"x"}, "since": "FF/0:1"}, "history_unavailable")
+	live := make(chan *broker.Event, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		live <- e.publish(rec("posts", "create", "z"))[0]
+	}()
+	r, during := c2.request(msg{"type": "subscribe", "topics": []string{"x"}, "since": "FF/0:1"})
+	if r.str("code") != "history_unavailable" {
+		t.Fatalf("far ahead: got %v", r)
+	}
 	if d := time.Since(start); d < 400*time.Millisecond {
 		t.Fatalf("answered after %v without waiting", d)
+	}
+	if ev := <-live; len(during) != 1 || during[0].str("position") != ev.Position.String() {
+		t.Fatalf("live event held back during the wait: got %v", during)
 	}
 }
 
