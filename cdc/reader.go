@@ -343,7 +343,7 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	cfg.RuntimeParams["bytea_output"] = "hex"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, classifyConnectError("replication connection", err)
+		return nil, classifyConnectError("replication connection", err, true)
 	}
 	return conn, nil
 }

@@ -745,6 +745,12 @@ func TestReaderPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rr.waitReady(t, ctx)
+	// The NOTIFY listener reconnected too.
+	waitFor(t, ctx, "a notification after the restart", func() bool {
+		pgtest.Exec(t, url, `SELECT pg_notify('pgrealtime', '{"collection":"c","event":"back"}')`)
+		time.Sleep(50 * time.Millisecond)
+		return len(sink.liveEvents()) > 0
+	})
 }
 
 func TestSlotAdvancesWhilePublishedTablesIdle(t *testing.T) {
@@ -962,5 +968,39 @@ func TestReaderGracefulStopCheckpoints(t *testing.T) {
 	defer sink2.mu.Unlock()
 	if len(sink2.bases) != 1 || sink2.bases[0] != ckpt || sink2.calls[0] != "base" {
 		t.Errorf("SetBase calls %v (%v), want SetBase(%s) first", sink2.bases, sink2.calls, ckpt)
+	}
+}
+
+func TestReaderNeedsReplicationPrivilege(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	url := pgtest.NewDB(t)
+	role := randomName("app_")
+	conn := connect(t, ctx, url)
+	var db string
+	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, conn, `CREATE ROLE `+role+` LOGIN NOREPLICATION`)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), url)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), `DROP OWNED BY `+role+`; DROP ROLE `+role)
+			c.Close(context.Background())
+		}
+	})
+	mustExec(t, ctx, conn, `GRANT CREATE ON DATABASE `+db+` TO `+role)
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roleURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, db)
+	r, err := NewReader(Config{ConnString: roleURL, Slot: randomName("slot_"), Sink: newRecSink(), Logger: zerolog.New(zerolog.NewTestWriter(t)), DisableNotify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Run(ctx)
+	if err == nil || !IsFatal(err) || !strings.Contains(err.Error(), "ALTER ROLE <user> REPLICATION") {
+		t.Fatalf("Run = %v, want a fatal error naming the REPLICATION attribute", err)
 	}
 }

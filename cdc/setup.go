@@ -103,7 +103,7 @@ func connectRegular(ctx context.Context, connString string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, classifyConnectError("connect", err)
+		return nil, classifyConnectError("connect", err, false)
 	}
 	return conn, nil
 }
