@@ -307,9 +307,12 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   await server.start(base);
   await waitFor('history_unavailable shown', () => page.waitForSelector('#notices li[data-code="history_unavailable"]', { timeout: 30_000 }));
   await waitFor('gap banner', () => page.waitForSelector('#banner:not([hidden])', { timeout: 5_000 }));
+  await waitFor('gap marker row', () => page.waitForSelector('#event-rows tr.gap-row', { timeout: 5_000 }));
   await waitFor('live again after the gap', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="active"]', { timeout: 20_000 }));
   const afterGap = await insert('live after the gap');
   await expectRow(afterGap, 'live after the gap');
   assert.equal(await page.locator('#count-duplicates').innerText(), '0');
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
+  await sleep(1800);
+  await page.screenshot({ path: path.join(repo, 'docs', 'inspector-gap.png') });
 });
