@@ -76,7 +76,10 @@ type decoder struct {
 	index uint32
 
 	spansA, spansB []span
+	evChunk        []broker.Event // events are allocated eventChunk at a time
 }
+
+const eventChunk = 32
 
 func newDecoder(cat catalog, log zerolog.Logger) *decoder {
 	return &decoder{
@@ -275,7 +278,12 @@ func (d *decoder) newEvent(rel *relation, action string) (*broker.Event, error) 
 		return nil, fmt.Errorf("%s on %s outside a transaction", action, rel.collection)
 	}
 	d.index++
-	ev := &broker.Event{
+	if len(d.evChunk) == 0 {
+		d.evChunk = make([]broker.Event, eventChunk)
+	}
+	ev := &d.evChunk[0]
+	d.evChunk = d.evChunk[1:]
+	*ev = broker.Event{
 		Kind:       broker.KindRecord,
 		Collection: rel.collection,
 		Action:     action,
@@ -337,11 +345,10 @@ func (d *decoder) update(src []byte) error {
 		if pos >= len(buf) {
 			return fmt.Errorf("update of %s: missing new tuple", rel.collection)
 		}
-		oldKind, pos = buf[pos], pos+1
-		if oldKind != 'N' {
-			return fmt.Errorf("update of %s: expected new tuple, got %q", rel.collection, oldKind)
+		if buf[pos] != 'N' {
+			return fmt.Errorf("update of %s: expected new tuple, got %q", rel.collection, buf[pos])
 		}
-		oldKind = buf[0]
+		pos++
 	} else if oldKind != 'N' {
 		return fmt.Errorf("update of %s: unexpected tuple type %q", rel.collection, oldKind)
 	}

@@ -11,6 +11,13 @@ import (
 // wal_level is not logical.
 var ErrNotLogical = errors.New("wal_level is not logical")
 
+type walLevelError struct{ level string }
+
+func (e *walLevelError) Error() string {
+	return "wal_level is " + e.level + "; set wal_level = logical in postgresql.conf and restart Postgres"
+}
+func (e *walLevelError) Is(target error) bool { return target == ErrNotLogical }
+
 // fatalError marks a setup failure that retrying cannot fix: Run returns
 // it instead of reconnecting.
 type fatalError struct{ err error }
@@ -27,7 +34,7 @@ func IsFatal(err error) bool {
 
 // classifyConnectError turns connection errors a user can fix into fatal
 // errors that say what to change.
-func classifyConnectError(what string, err error) error {
+func classifyConnectError(what string, err error, replication bool) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return fmt.Errorf("%s: %w", what, err)
@@ -38,7 +45,10 @@ func classifyConnectError(what string, err error) error {
 	case "3D000":
 		return &fatalError{fmt.Errorf("%s: %w: create the database or fix its name in the database URL", what, err)}
 	case "42501":
-		return &fatalError{fmt.Errorf("%s: %w: the role needs the REPLICATION attribute: ALTER ROLE <user> REPLICATION (or use a superuser)", what, err)}
+		if replication {
+			return &fatalError{fmt.Errorf("%s: %w: the role needs the REPLICATION attribute: ALTER ROLE <user> REPLICATION (or use a superuser)", what, err)}
+		}
+		return &fatalError{fmt.Errorf("%s: %w: GRANT CONNECT ON DATABASE <db> TO <user>", what, err)}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

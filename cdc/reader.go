@@ -61,11 +61,10 @@ type Config struct {
 	Publication string
 	// Slot is the permanent pgoutput replication slot.
 	Slot string
-	// NotifyChannel is LISTENed to for custom events; "" disables LISTEN
-	// (set DisableNotify to get that with the default channel unset).
+	// NotifyChannel is LISTENed to for custom events; "" means
+	// DefaultNotifyChannel. Set DisableNotify to turn LISTEN off.
 	NotifyChannel string
-	// DisableNotify turns LISTEN off even when NotifyChannel is empty
-	// (empty otherwise means the default channel).
+	// DisableNotify turns the NOTIFY listener off.
 	DisableNotify bool
 	Sink          Sink
 	Logger        zerolog.Logger
@@ -113,17 +112,17 @@ func NewReader(cfg Config) (*Reader, error) {
 	if cfg.Sink == nil {
 		return nil, errors.New("cdc: Sink is required")
 	}
+	switch {
+	case cfg.DisableNotify:
+		cfg.NotifyChannel = ""
+	case cfg.NotifyChannel == "":
+		cfg.NotifyChannel = DefaultNotifyChannel
+	}
 	if cfg.Publication == "" {
 		cfg.Publication = DefaultPublication
 	}
 	if cfg.Slot == "" {
 		cfg.Slot = DefaultSlot
-	}
-	if cfg.NotifyChannel == "" && !cfg.DisableNotify {
-		cfg.NotifyChannel = DefaultNotifyChannel
-	}
-	if cfg.DisableNotify {
-		cfg.NotifyChannel = ""
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = DefaultStatusInterval
@@ -180,11 +179,17 @@ func (r *Reader) setReady(ok bool, reason string) {
 // for setup failures that need a change by the user (IsFatal).
 func (r *Reader) Run(ctx context.Context) error {
 	ctx, kill := context.WithCancel(ctx)
-	defer kill()
 	r.mu.Lock()
 	r.kill = kill
 	r.mu.Unlock()
 	var wg sync.WaitGroup
+	defer func() {
+		kill()
+		wg.Wait()
+		if ok, _ := r.Ready(); ok {
+			r.setReady(false, "reader stopped")
+		}
+	}()
 	if r.cfg.NotifyChannel != "" {
 		wg.Add(1)
 		go func() {
@@ -192,8 +197,6 @@ func (r *Reader) Run(ctx context.Context) error {
 			r.listen(ctx)
 		}()
 	}
-	defer wg.Wait()
-	defer r.setReady(false, "reader stopped")
 
 	backoff := r.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -237,7 +240,7 @@ func (r *Reader) session(ctx context.Context) (err error) {
 		return fmt.Errorf("read wal_level: %w", err)
 	}
 	if walLevel != "logical" {
-		return &fatalError{fmt.Errorf("%w: wal_level is %s; set wal_level = logical in postgresql.conf and restart Postgres", ErrNotLogical, walLevel)}
+		return &fatalError{&walLevelError{walLevel}}
 	}
 	pubs, err := r.syncer.sync(ctx, conn)
 	if err != nil {
@@ -340,7 +343,7 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	cfg.RuntimeParams["bytea_output"] = "hex"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, classifyConnectError("replication connection", err)
+		return nil, classifyConnectError("replication connection", err, true)
 	}
 	return conn, nil
 }
@@ -473,6 +476,7 @@ func (r *Reader) handleCopyData(ctx context.Context, conn *pgx.Conn, repl *pgcon
 			if ka.ServerWALEnd > r.safeLSN {
 				r.safeLSN = ka.ServerWALEnd
 			}
+			metrics.ReplicationLagBytes.Set(0)
 			r.ackLSN = max(r.ackLSN, r.safeLSN)
 		}
 		if ka.ReplyRequested {
@@ -525,6 +529,7 @@ func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
 			return fmt.Errorf("publish transaction %s: %w", pglogrepl.LSN(tx.CommitLSN), err)
 		}
 		r.lastPublished = tx.Events[len(tx.Events)-1].Position
+		metrics.ReplicationLagSeconds.Set(time.Since(tx.CommitTime).Seconds())
 		metrics.Transactions.Inc()
 		metrics.EventsReceived.WithLabelValues("wal").Add(float64(len(tx.Events)))
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -97,13 +98,14 @@ func (d *decoder) convert(t *colType, s string) any {
 	case kindBool:
 		return s == "t"
 	case kindJSON:
-		return json.RawMessage(s)
+		// No copy: s is immutable (the event's arena) and so is the event.
+		return json.RawMessage(unsafe.Slice(unsafe.StringData(s), len(s)))
 	case kindTimestamptz:
 		return d.timestamptz(s)
 	case kindBytea:
 		return d.bytea(s)
 	case kindArray:
-		v, err := parseArray(s, t.delim, func(e string) any { return d.convert(t.elem, e) })
+		v, err := parseArray(s, t.delim, d, t.elem)
 		if err != nil {
 			return s
 		}
@@ -114,9 +116,18 @@ func (d *decoder) convert(t *colType, s string) any {
 
 // pgTimestamptzLayout matches Postgres's ISO output with the session in UTC
 // (the reader sets TimeZone=UTC on its replication connection).
-const pgTimestamptzLayout = "2006-01-02 15:04:05.999999999-07"
+const (
+	pgTimestamptzLayout = "2006-01-02 15:04:05.999999999-07"
+	pgTimestampLayout   = "2006-01-02 15:04:05.999999999"
+)
 
 func (d *decoder) timestamptz(s string) any {
+	if n := len(s); n > 3 && s[n-3:] == "+00" {
+		// UTC, the replication session's time zone: no zone to allocate.
+		if t, err := time.ParseInLocation(pgTimestampLayout, s[:n-3], time.UTC); err == nil {
+			return t.Format(time.RFC3339Nano)
+		}
+	}
 	if t, err := time.Parse(pgTimestamptzLayout, s); err == nil {
 		return t.UTC().Format(time.RFC3339Nano)
 	}
@@ -158,8 +169,8 @@ var errBadArray = errors.New("malformed array text")
 
 // parseArray parses Postgres's array output ("{1,2,NULL}", "{{a,b},{c,d}}",
 // `{"x y","q\"z"}`, "[0:1]={1,2}") into nested []any, converting each
-// non-NULL element with conv.
-func parseArray(s string, delim byte, conv func(string) any) ([]any, error) {
+// non-NULL element as elem.
+func parseArray(s string, delim byte, d *decoder, elem *colType) ([]any, error) {
 	if len(s) > 0 && s[0] == '[' {
 		// Dimension decoration: "[1:2][1:3]={...}".
 		eq := strings.IndexByte(s, '=')
@@ -168,7 +179,7 @@ func parseArray(s string, delim byte, conv func(string) any) ([]any, error) {
 		}
 		s = s[eq+1:]
 	}
-	p := arrayParser{s: s, delim: delim, conv: conv}
+	p := arrayParser{s: s, delim: delim, d: d, elem: elem}
 	v, err := p.parse()
 	if err != nil {
 		return nil, err
@@ -183,7 +194,8 @@ type arrayParser struct {
 	s     string
 	i     int
 	delim byte
-	conv  func(string) any
+	d     *decoder
+	elem  *colType
 }
 
 func (p *arrayParser) parse() ([]any, error) {
@@ -240,7 +252,7 @@ func (p *arrayParser) parse() ([]any, error) {
 				elem = sb.String()
 			}
 			p.i++ // closing quote
-			out = append(out, p.conv(elem))
+			out = append(out, p.d.convert(p.elem, elem))
 		default:
 			start := p.i
 			for p.i < len(p.s) && p.s[p.i] != p.delim && p.s[p.i] != '}' {
@@ -253,7 +265,7 @@ func (p *arrayParser) parse() ([]any, error) {
 			if len(tok) == 4 && strings.EqualFold(tok, "NULL") {
 				out = append(out, nil)
 			} else {
-				out = append(out, p.conv(tok))
+				out = append(out, p.d.convert(p.elem, tok))
 			}
 		}
 		if p.i >= len(p.s) {

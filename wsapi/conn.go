@@ -183,6 +183,12 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) bool {
 	return started
 }
 
+// drop closes the socket at once, without a close handshake.
+func (c *conn) drop() {
+	c.cancel() // fails the pending read, which closes the socket
+	go c.ws.CloseNow()
+}
+
 // slow closes a connection that cannot keep up with 4008.
 func (c *conn) slow(why string) {
 	if c.closeWith(StatusSlowConsumer, "slow consumer") {
@@ -333,7 +339,7 @@ func (c *conn) ping() {
 		case <-c.done:
 		default:
 			c.logger().Info().Err(err).Msg("peer did not answer ping: dropping connection")
-			c.cancel() // a dead peer cannot do a close handshake
+			c.drop() // a dead peer cannot do a close handshake
 		}
 	}
 }
@@ -365,14 +371,14 @@ func (c *conn) write(it item) bool {
 
 func (c *conn) writeFrame(b []byte) bool {
 	c.dog.Reset(c.s.cfg.WriteTimeout)
-	err := c.ws.Write(c.ctx, websocket.MessageText, b)
+	err := c.ws.Write(context.Background(), websocket.MessageText, b) // no per-write AfterFunc: the watchdog bounds it
 	c.dog.Stop()
 	if err != nil {
 		select {
 		case <-c.done:
 		default:
 			c.logger().Debug().Err(err).Msg("write failed")
-			c.cancel()
+			c.drop()
 		}
 		return false
 	}

@@ -220,11 +220,23 @@ func TestHistoryUnavailable(t *testing.T) {
 	if r.str("type") != "subscribed" || r.str("position") != ahead.String() || len(replay) != 0 {
 		t.Fatalf("ahead: got %v after %v", r, replay)
 	}
-	// Too far ahead: history_unavailable after the wait.
+	// Too far ahead: history_unavailable after the wait, during which live
+	// events of the existing subscriptions keep flowing.
 	start := time.Now()
-	c2.expectError(msg{"type": "subscribe", "topics": []string{"x"}, "since": "FF/0:1"}, "history_unavailable")
+	live := make(chan *broker.Event, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		live <- e.publish(rec("posts", "create", "z"))[0]
+	}()
+	r, during := c2.request(msg{"type": "subscribe", "topics": []string{"x"}, "since": "FF/0:1"})
+	if r.str("code") != "history_unavailable" {
+		t.Fatalf("far ahead: got %v", r)
+	}
 	if d := time.Since(start); d < 400*time.Millisecond {
 		t.Fatalf("answered after %v without waiting", d)
+	}
+	if ev := <-live; len(during) != 1 || during[0].str("position") != ev.Position.String() {
+		t.Fatalf("live event held back during the wait: got %v", during)
 	}
 }
 
@@ -271,4 +283,26 @@ func TestShutdownBounded(t *testing.T) {
 		t.Fatalf("Shutdown took %v", d)
 	}
 	e.waitFor("connections to drop", func() bool { return e.srv.count.Load() == 0 })
+}
+
+// A peer that does not answer pings is dropped; one that does stays.
+func TestPingDropsDeadPeers(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *Config) { c.PingInterval = 200 * time.Millisecond }})
+	alive := e.dial("")
+	readErr := make(chan error, 1)
+	go func() { // reading answers pings
+		_, _, err := alive.ws.Read(e.ctx)
+		readErr <- err
+	}()
+	e.dial("") // never reads: never answers a ping
+	e.waitFor("the dead peer to be dropped", func() bool { return e.srv.count.Load() == 1 })
+	time.Sleep(600 * time.Millisecond)
+	if n := e.srv.count.Load(); n != 1 {
+		t.Fatalf("%d connections, want the live one", n)
+	}
+	select {
+	case err := <-readErr:
+		t.Fatalf("live client lost its connection: %v", err)
+	default:
+	}
 }

@@ -198,7 +198,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.cancel() // drops the socket: its reads and writes fail at once
+			c.drop()
 		}
 		s.mu.Unlock()
 		return ctx.Err()

@@ -144,7 +144,7 @@ func nonEmpty(dst func(*Config) *string) func(*Config, string) error {
 	}
 }
 
-func identifier(dst func(*Config) *string) func(*Config, string) error {
+func identifier(maxLen int, dst func(*Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		if v == "" {
 			return errors.New("must not be empty")
@@ -154,8 +154,8 @@ func identifier(dst func(*Config) *string) func(*Config, string) error {
 				return fmt.Errorf("must contain only lower-case letters, digits and _, got %q", v)
 			}
 		}
-		if len(v) > 63 {
-			return fmt.Errorf("must be at most 63 characters, got %d", len(v))
+		if len(v) > maxLen {
+			return fmt.Errorf("must be at most %d characters, got %d", maxLen, len(v))
 		}
 		*dst(c) = v
 		return nil
@@ -165,6 +165,10 @@ func identifier(dst func(*Config) *string) func(*Config, string) error {
 func anyString(dst func(*Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *dst(c) = v; return nil }
 }
+
+// maxPublicationLen leaves room for the "_insert_only" companion
+// publication within Postgres's 63-byte names.
+const maxPublicationLen = 63 - len("_insert_only")
 
 // options is the flag table. Keep it in the order the README shows.
 var options = []option{
@@ -183,9 +187,9 @@ var options = []option{
 			return nil
 		}},
 	{name: "publication", def: "pgrealtime", help: "publication name (created if missing)", cmds: cmdServe | cmdDev | cmdTeardown,
-		set: identifier(func(c *Config) *string { return &c.Publication })},
+		set: identifier(maxPublicationLen, func(c *Config) *string { return &c.Publication })},
 	{name: "slot", def: "pgrealtime", help: "logical replication slot (permanent; created if missing)", cmds: cmdServe | cmdDev | cmdTeardown,
-		set: identifier(func(c *Config) *string { return &c.Slot })},
+		set: identifier(63, func(c *Config) *string { return &c.Slot })},
 	{name: "notify-channel", def: "pgrealtime", help: "LISTEN channel for custom events", cmds: cmdServe | cmdDev,
 		set: nonEmpty(func(c *Config) *string { return &c.NotifyChannel })},
 	{name: "config", devDef: "(built-in demo rules)", help: "rules file (YAML); without one only the admin role may subscribe", cmds: cmdServe | cmdDev,
@@ -470,7 +474,19 @@ func readJWKS(c *Config) ([]byte, error) {
 // newLogger builds the process logger from --log-level and --log-format.
 func newLogger(c *Config, w io.Writer) zerolog.Logger {
 	if c.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
 	}
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" // milliseconds
 	return zerolog.New(w).Level(c.LogLevel).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a character device (colours for humans,
+// plain text for files and pipes).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -78,7 +78,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	userToken, err := signToken(cfg.JWTSecret, map[string]any{"sub": "alice", "role": "user", "exp": exp})
+	userToken, err := signToken(cfg.JWTSecret, map[string]any{"sub": "ann", "role": "user", "exp": exp})
 	if err != nil {
 		return err
 	}
@@ -99,12 +99,12 @@ func printDevBanner(w io.Writer, cfg *Config, addr, dbURL, adminToken, userToken
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\npgrealtime dev is running. Press Ctrl-C to stop (the throwaway database goes with it).\n\n")
-	fmt.Fprintf(&b, "  inspector:   http://%s/\n", host)
+	fmt.Fprintf(&b, "  inspector:   http://%s/   (paste the admin token, subscribe to posts.*)\n", host)
 	fmt.Fprintf(&b, "  websocket:   ws://%s/realtime?access_token=<token>\n", host)
 	fmt.Fprintf(&b, "  psql:        psql '%s'\n", dbURL)
 	fmt.Fprintf(&b, "  try:         %s\n\n", devInsertExample)
 	fmt.Fprintf(&b, "  admin token (role %s, may subscribe to *):\n    %s\n", cfg.AdminRole, adminToken)
-	fmt.Fprintf(&b, "  user token (sub alice, role user):\n    %s\n", userToken)
+	fmt.Fprintf(&b, "  user token (sub ann, role user; reads posts, comments and ann's messages):\n    %s\n", userToken)
 	fmt.Fprintf(&b, "  jwt secret:  %s\n\n", cfg.JWTSecret)
 	fmt.Fprintf(&b, "  one-liner:   psql '%s' -c \"%s\"\n\n", dbURL, devInsertExample)
 	io.WriteString(w, b.String())

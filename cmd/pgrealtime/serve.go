@@ -90,16 +90,18 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 		if rc, err = decodeRules(opt.defaultRules, opt.defaultRulesName, "--config"); err != nil {
 			return err
 		}
-	default:
+	}
+	set, verifier, err := compileAccess(cfg, rc)
+	if err != nil {
+		return err
+	}
+	set.Log = log // rule evaluation errors, rate-limited by the rules package
+	if rc == nil {
 		slog.Warn().Str("admin_role", cfg.AdminRole).
 			Msg("no --config rules file: deny by default, only tokens with the admin role may subscribe")
 	}
 	if cfg.JWTSecret == "" && cfg.JWKSFile == "" {
 		slog.Warn().Msg("neither --jwt-secret nor --jwks-file: every connection is anonymous")
-	}
-	set, verifier, err := compileAccess(cfg, rc)
-	if err != nil {
-		return err
 	}
 
 	p, err := buildPipeline(cfg, set, verifier, log)
@@ -186,6 +188,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 func compileAccess(cfg *Config, rc *rules.Config) (*rules.Set, *auth.Verifier, error) {
 	set, err := rules.Compile(rc, cfg.AdminRole)
 	if err != nil {
+		if cfg.ConfigFile != "" {
+			return nil, nil, configErr(cfg.Source("config"), "%s: %v", cfg.ConfigFile, err)
+		}
 		return nil, nil, configErr(cfg.Source("config"), "%v", err)
 	}
 	jwks, err := readJWKS(cfg)

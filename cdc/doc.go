@@ -1,0 +1,46 @@
+// Package cdc streams committed Postgres changes from a logical replication
+// slot (pgoutput, proto_version 1) to a Sink, and custom events from NOTIFY.
+//
+// Guarantees:
+//
+//   - Every INSERT, UPDATE, DELETE and TRUNCATE committed on a published
+//     table, and every pgrealtime.broadcast (pg_logical_emit_message with
+//     prefix "pgrealtime"), reaches Sink.Publish as part of its transaction,
+//     in commit order, the events of a transaction in WAL order. Each event's
+//     Position is <commit LSN>:<1-based index>, strictly increasing.
+//   - Transactions are handed over whole and one at a time; a transaction
+//     that touched no published table may be left out.
+//   - The flush position acknowledged to Postgres never passes a transaction
+//     Sink.Publish has not accepted: the slot re-sends, after any crash or
+//     reconnection, everything after the acknowledged LSN. A transaction may
+//     therefore be handed over twice (same positions); within one Reader,
+//     transactions at or before the last one published are not handed over
+//     again. If Publish fails, nothing is acknowledged and the reader
+//     reconnects and retries: nothing is skipped.
+//   - Before an acknowledgement passes a published transaction, the
+//     position of the last event published is written to
+//     pgrealtime.checkpoint. On start the reader reads it and calls
+//     Sink.SetBase before publishing anything, so "every event after the
+//     checkpoint is re-streamed by the slot" holds across restarts.
+//   - Standby status is sent every StatusInterval and at once when Postgres
+//     asks for it. While nothing is in flight the acknowledged position
+//     follows the server's WAL end, so an idle publication does not make
+//     Postgres retain WAL while other tables are written.
+//   - NOTIFY events are live only: delivered with PublishLive, not
+//     positioned, lost while the reader is disconnected.
+//   - Malformed custom payloads are logged and counted, never delivered,
+//     and never stop the stream.
+//
+// Publications: unless a publication named Config.Publication already
+// exists without the "managed by pgrealtime" comment, the reader manages
+// two: <publication> with every user table that has a primary key or a
+// replica identity, and <publication>_insert_only (publish = 'insert,
+// truncate') with the tables that have neither, because Postgres rejects
+// UPDATE and DELETE on a table published for them without a replica
+// identity. Membership is re-synced every SyncInterval.
+//
+// Record ids come from the primary key (else the REPLICA IDENTITY USING
+// INDEX index) as read from the catalog when a Relation message arrives. The
+// catalog is the current one: while catching up on old WAL after a key was
+// redefined, ids follow the new definition.
+package cdc

@@ -1,0 +1,12 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/pgrealtime/pgrealtime/internal/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	sweepStaleBinaries()
+	pgtest.Main(m)
+}

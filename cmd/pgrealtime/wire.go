@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/pgrealtime/pgrealtime/broker"
+	"github.com/pgrealtime/pgrealtime/cdc"
+	pgsql "github.com/pgrealtime/pgrealtime/sql"
+	"github.com/pgrealtime/pgrealtime/wsapi"
+	"github.com/pgrealtime/pgrealtime/wsapi/auth"
+	"github.com/pgrealtime/pgrealtime/wsapi/inspector"
+	"github.com/pgrealtime/pgrealtime/wsapi/rules"
+)
+
+// buildPipeline wires cdc → broker → wsapi. This is the only place that
+// knows all three.
+func buildPipeline(cfg *Config, set *rules.Set, verifier *auth.Verifier, log zerolog.Logger) (*pipeline, error) {
+	b := broker.NewMemory(broker.Config{HistorySize: cfg.HistorySize, Prepare: set.Prepare, Logger: log})
+	r, err := cdc.NewReader(cdc.Config{
+		ConnString:    cfg.DatabaseURL,
+		Publication:   cfg.Publication,
+		Slot:          cfg.Slot,
+		NotifyChannel: cfg.NotifyChannel,
+		Sink:          b,
+		Logger:        log,
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("wal reader: %w", err)
+	}
+	s, err := wsapi.New(wsapi.Config{
+		Broker:           b,
+		Verifier:         verifier,
+		Rules:            set,
+		AdminRole:        cfg.AdminRole,
+		MaxConnections:   cfg.MaxConnections,
+		MaxSubscriptions: cfg.MaxSubscriptions,
+		SubscribeRate:    cfg.SubscribeRate,
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		SendQueue:        cfg.SendQueue,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		Ready:            r.Ready,
+		Inspector:        inspector.Handler(),
+		Logger:           log,
+	})
+	if err != nil {
+		b.Close()
+		return nil, configErr("", "%v", err)
+	}
+	return &pipeline{handler: s.Handler(), run: r.Run, shutdown: s.Shutdown, close: b.Close}, nil
+}
+
+func teardown(ctx context.Context, cfg *Config) error {
+	return cdc.Teardown(ctx, cfg.DatabaseURL, cfg.Publication, cfg.Slot)
+}
+
+// loadDemo applies sql/setup.sql and sql/demo.sql.
+func loadDemo(ctx context.Context, url string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	for _, s := range []struct{ name, sql string }{{"sql/setup.sql", pgsql.Setup}, {"sql/demo.sql", pgsql.Demo}} {
+		if _, err := conn.Exec(ctx, s.sql); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+func signToken(secret string, claims map[string]any) (string, error) {
+	return auth.SignHS256([]byte(secret), claims)
+}
