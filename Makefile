@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 .PHONY: build dev test test-go test-browser vet bench bench-quick clean postgres
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
 
 # Installs the PostgreSQL server binaries when they are missing (as root on
 # Debian/Ubuntu; otherwise prints the command), builds, and runs

@@ -95,6 +95,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	if err != nil {
 		return err
 	}
+	set.Log = log // rule evaluation errors, rate-limited by the rules package
 	if rc == nil {
 		slog.Warn().Str("admin_role", cfg.AdminRole).
 			Msg("no --config rules file: deny by default, only tokens with the admin role may subscribe")
