@@ -186,8 +186,7 @@ func TestResumeSince(t *testing.T) {
 }
 
 func TestHistoryUnavailable(t *testing.T) {
-	e := newEnv(t, envOpts{history: 5})
-	e.srv.sinceWait = 500 * time.Millisecond
+	e := newEnv(t, envOpts{history: 5, since: 500 * time.Millisecond})
 	var evs []*broker.Event
 	for i := 0; i < 10; i++ {
 		evs = append(evs, e.publish(rec("posts", "create", fmt.Sprint(i)))...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,19 @@ type pgEnv struct {
 func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 	t.Helper()
 	url := pgtest.NewDB(t)
+	var reader atomic.Pointer[cdc.Reader]
+	cfg := o.cfg
+	o.cfg = func(c *Config) {
+		c.Ready = func() (bool, string) {
+			if r := reader.Load(); r != nil {
+				return r.Ready()
+			}
+			return false, "reader not started"
+		}
+		if cfg != nil {
+			cfg(c)
+		}
+	}
 	e := newEnv(t, o)
 	db, err := pgx.Connect(e.ctx, url)
 	if err != nil {
@@ -67,7 +81,7 @@ func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 			t.Errorf("reader did not stop")
 		}
 	})
-	e.srv.cfg.Ready = r.Ready
+	reader.Store(r)
 	e.waitFor("the reader to stream", func() bool {
 		code, _, _ := e.httpDo("GET", "/readyz", "", "")
 		return code == 200
