@@ -36,10 +36,8 @@ test-go:
 # Browser test (headless Chromium at /usr/bin/chromium, playwright-core from
 # npm; no browser download): the inspector against the real binary and a
 # throwaway Postgres. See browsertest/inspector.test.mjs.
-# Enabled once serve is wired on main (cmd builds the stub until then):
-#   test-browser: build
-#   	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
-test-browser:
+test-browser: build
+	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
 test: vet test-go test-browser
 

@@ -9,7 +9,9 @@
 //   `since` and shows exactly the rows written meanwhile, no duplicates.
 //
 // Environment: PGREALTIME_BIN uses that binary instead of building one;
-// CHROMIUM overrides /usr/bin/chromium; BROWSERTEST_KEEP=1 keeps the temp dir.
+// CHROMIUM overrides /usr/bin/chromium; BROWSERTEST_KEEP=1 keeps the temp dir;
+// BROWSERTEST_DEBUG=1 prints the page's WebSocket frames; UPDATE_SCREENSHOTS=1
+// writes docs/inspector.png and docs/inspector-gap.png.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +29,9 @@ import { chromium } from 'playwright-core';
 const execFileP = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
-const docsShot = path.join(repo, 'docs', 'inspector.png');
+// Screenshots go to browsertest/out/ (ignored by git); with
+// UPDATE_SCREENSHOTS=1 they replace the ones under docs/.
+const shotDir = process.env.UPDATE_SCREENSHOTS === '1' ? path.join(repo, 'docs') : path.join(here, 'out');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
@@ -293,8 +297,8 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
   await page.locator('#event-rows tr[data-action="update"]').click();
   await sleep(1800); // let the new-row highlight fade
-  fs.mkdirSync(path.dirname(docsShot), { recursive: true });
-  await page.screenshot({ path: docsShot });
+  fs.mkdirSync(shotDir, { recursive: true });
+  await page.screenshot({ path: path.join(shotDir, 'inspector.png') });
   assert.equal(await status(), 'connected');
 
   // 8. A gap the server cannot fill. The page disconnects; pgrealtime
@@ -328,5 +332,5 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.equal(await page.locator('#count-duplicates').innerText(), '0');
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
   await sleep(1800);
-  await page.screenshot({ path: path.join(repo, 'docs', 'inspector-gap.png') });
+  await page.screenshot({ path: path.join(shotDir, 'inspector-gap.png') });
 });
