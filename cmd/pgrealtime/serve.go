@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"time"
@@ -118,7 +119,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	hs := &http.Server{
 		Handler:           p.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+		IdleTimeout:       2 * time.Minute,
+		// net/http's own messages (bad TLS, panics) as JSON log lines too.
+		ErrorLog: stdlog.New(slog.With().Str("source", "net/http").Logger(), "", 0),
 	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- hs.Serve(ln) }()
