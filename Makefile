@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 .PHONY: build dev test test-go test-browser vet bench bench-quick clean postgres
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
 
 # Installs the PostgreSQL server binaries when they are missing (as root on
 # Debian/Ubuntu; otherwise prints the command), builds, and runs
@@ -36,10 +36,8 @@ test-go:
 # Browser test (headless Chromium at /usr/bin/chromium, playwright-core from
 # npm; no browser download): the inspector against the real binary and a
 # throwaway Postgres. See browsertest/inspector.test.mjs.
-# Enabled once serve is wired on main (cmd builds the stub until then):
-#   test-browser: build
-#   	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
-test-browser:
+test-browser: build
+	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
 test: vet test-go test-browser bench-quick
 

@@ -9,7 +9,9 @@
 //   `since` and shows exactly the rows written meanwhile, no duplicates.
 //
 // Environment: PGREALTIME_BIN uses that binary instead of building one;
-// CHROMIUM overrides /usr/bin/chromium; BROWSERTEST_KEEP=1 keeps the temp dir.
+// CHROMIUM overrides /usr/bin/chromium; BROWSERTEST_KEEP=1 keeps the temp dir;
+// BROWSERTEST_DEBUG=1 prints the page's WebSocket frames; UPDATE_SCREENSHOTS=1
+// writes docs/inspector.png and docs/inspector-gap.png.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +29,9 @@ import { chromium } from 'playwright-core';
 const execFileP = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
-const docsShot = path.join(repo, 'docs', 'inspector.png');
+// Screenshots go to browsertest/out/ (ignored by git); with
+// UPDATE_SCREENSHOTS=1 they replace the ones under docs/.
+const shotDir = process.env.UPDATE_SCREENSHOTS === '1' ? path.join(repo, 'docs') : path.join(here, 'out');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
@@ -158,14 +162,18 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   cleanups.push(() => ctx.close());
   const page = ctx.pages()[0] || await ctx.newPage();
   const pageErrors = [];
-  page.on('pageerror', (e) => pageErrors.push(e.message));
   // Failed WebSocket/fetch attempts while the server is down are expected
   // console noise; anything else logged as an error is a bug in the page.
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/WebSocket connection to|Failed to load resource|ERR_CONNECTION_REFUSED/.test(m.text())) {
-      pageErrors.push('console: ' + m.text());
-    }
-  });
+  ctx.on('page', (p) => watchErrors(p));
+  const watchErrors = (p) => {
+    p.on('pageerror', (e) => pageErrors.push(e.message));
+    p.on('console', (m) => {
+      if (m.type() === 'error' && !/WebSocket connection to|Failed to load resource|ERR_CONNECTION_REFUSED/.test(m.text())) {
+        pageErrors.push('console: ' + m.text());
+      }
+    });
+  };
+  watchErrors(page);
 
   // The page's WebSocket traffic, for failure messages (last 40 frames).
   const frames = [];
@@ -293,23 +301,70 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
   await page.locator('#event-rows tr[data-action="update"]').click();
   await sleep(1800); // let the new-row highlight fade
-  fs.mkdirSync(path.dirname(docsShot), { recursive: true });
-  await page.screenshot({ path: docsShot });
+  fs.mkdirSync(shotDir, { recursive: true });
+  await page.screenshot({ path: path.join(shotDir, 'inspector.png') });
   assert.equal(await status(), 'connected');
 
-  // 8. A gap the server cannot fill: restart with a tiny history while more
-  //    rows than it holds were written. The page must say so
-  //    (history_unavailable banner) and go on live without since.
+  // 8. A gap the server cannot fill. The page disconnects; pgrealtime
+  //    restarts with a history of 2 events; a second tab (token and patterns
+  //    come from localStorage) watches 8 rows go by, so they have certainly
+  //    left the history; then the first tab connects again with since. It
+  //    must say so (history_unavailable, banner, gap row) and go on live.
+  await page.click('#disconnect');
+  await waitFor('closed after disconnect', () => page.waitForSelector('#status[data-state="closed"]', { timeout: 10_000 }));
   await server.stop('SIGTERM');
-  await waitFor('reconnecting before the gap', () => page.waitForSelector('#status[data-state="reconnecting"]', { timeout: 20_000 }));
-  for (let i = 1; i <= 8; i++) await insert(`gap row ${i}`);
   server.args = [...server.args, '--history-size', '2'];
   await server.start(base);
+  const watcher = await ctx.newPage();
+  await watcher.goto(base + '/');
+  assert.equal(await watcher.inputValue('#token'), token, 'token kept in localStorage');
+  await watcher.click('#connect');
+  await waitFor('second tab subscribed from its saved patterns',
+    () => watcher.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="active"]', { timeout: 20_000 }));
+  let lastGap;
+  for (let i = 1; i <= 8; i++) lastGap = await insert(`gap row ${i}`);
+  await waitFor('second tab seeing the gap rows', () => watcher.waitForSelector(`#event-rows tr[data-record-id="${lastGap}"]`, { timeout: 20_000 }));
+  await watcher.close();
+  await page.click('#connect');
   await waitFor('history_unavailable shown', () => page.waitForSelector('#notices li[data-code="history_unavailable"]', { timeout: 30_000 }));
   await waitFor('gap banner', () => page.waitForSelector('#banner:not([hidden])', { timeout: 5_000 }));
+  await waitFor('gap marker row', () => page.waitForSelector('#event-rows tr.gap-row', { timeout: 5_000 }));
   await waitFor('live again after the gap', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="active"]', { timeout: 20_000 }));
+  assert.equal(await page.locator('#event-rows tr[data-record-id]').filter({ hasText: 'gap row' }).count(), 0, 'no gap row was delivered');
   const afterGap = await insert('live after the gap');
   await expectRow(afterGap, 'live after the gap');
   assert.equal(await page.locator('#count-duplicates').innerText(), '0');
+  assert.deepEqual(pageErrors, [], 'no script errors in the page');
+  await sleep(1800);
+  await page.screenshot({ path: path.join(shotDir, 'inspector-gap.png') });
+
+  // 9. Pause holds rows back (still counted), resume shows them; clear empties.
+  const received = async () => Number(await page.locator('#count-received').innerText());
+  const before = await received();
+  await page.click('#pause');
+  const paused = await insert('written while paused');
+  await waitFor('the paused row counted', () => page.waitForFunction((n) => Number(document.getElementById('count-received').textContent) === n, before + 1, { timeout: 20_000 }));
+  assert.equal(await rowsFor(paused).count(), 0, 'no new row while paused');
+  assert.match(await page.locator('#pause').innerText(), /Resume \(1 new\)/);
+  await page.click('#pause');
+  await expectRow(paused, 'written while paused');
+  await page.click('#clear');
+  assert.equal(await page.locator('#event-rows tr').count(), 0);
+  assert.equal(await received(), 0);
+
+  // 10. A token that expires while connected: the server closes with 4001,
+  //     the page says so and does not reconnect with the dead token.
+  const shortToken = jwtHS256(secret, { sub: 'shortlived', role: 'admin', exp: Math.floor(Date.now() / 1000) + 3 });
+  const expiring = await ctx.newPage();
+  await expiring.goto(base + '/');
+  await expiring.fill('#token', shortToken);
+  await expiring.click('#connect');
+  await waitFor('short-lived token connected', () => expiring.waitForSelector('#status[data-state="connected"]', { timeout: 20_000 }));
+  await waitFor('closed with 4001', () => expiring.waitForSelector('#status[data-state="closed"]', { timeout: 60_000 }));
+  assert.match(await expiring.locator('#status').innerText(), /4001/);
+  assert.equal(await expiring.locator('#notices li[data-code="closed 4001"]').count(), 1);
+  await sleep(1500);
+  assert.equal(await expiring.locator('#status').getAttribute('data-state'), 'closed', 'no reconnect with an expired token');
+  await expiring.close();
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
 });

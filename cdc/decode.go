@@ -345,11 +345,10 @@ func (d *decoder) update(src []byte) error {
 		if pos >= len(buf) {
 			return fmt.Errorf("update of %s: missing new tuple", rel.collection)
 		}
-		oldKind, pos = buf[pos], pos+1
-		if oldKind != 'N' {
-			return fmt.Errorf("update of %s: expected new tuple, got %q", rel.collection, oldKind)
+		if buf[pos] != 'N' {
+			return fmt.Errorf("update of %s: expected new tuple, got %q", rel.collection, buf[pos])
 		}
-		oldKind = buf[0]
+		pos++
 	} else if oldKind != 'N' {
 		return fmt.Errorf("update of %s: unexpected tuple type %q", rel.collection, oldKind)
 	}

@@ -34,7 +34,7 @@ func IsFatal(err error) bool {
 
 // classifyConnectError turns connection errors a user can fix into fatal
 // errors that say what to change.
-func classifyConnectError(what string, err error) error {
+func classifyConnectError(what string, err error, replication bool) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return fmt.Errorf("%s: %w", what, err)
@@ -45,7 +45,10 @@ func classifyConnectError(what string, err error) error {
 	case "3D000":
 		return &fatalError{fmt.Errorf("%s: %w: create the database or fix its name in the database URL", what, err)}
 	case "42501":
-		return &fatalError{fmt.Errorf("%s: %w: the role needs the REPLICATION attribute: ALTER ROLE <user> REPLICATION (or use a superuser)", what, err)}
+		if replication {
+			return &fatalError{fmt.Errorf("%s: %w: the role needs the REPLICATION attribute: ALTER ROLE <user> REPLICATION (or use a superuser)", what, err)}
+		}
+		return &fatalError{fmt.Errorf("%s: %w: GRANT CONNECT ON DATABASE <db> TO <user>", what, err)}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

@@ -61,11 +61,10 @@ type Config struct {
 	Publication string
 	// Slot is the permanent pgoutput replication slot.
 	Slot string
-	// NotifyChannel is LISTENed to for custom events; "" disables LISTEN
-	// (set DisableNotify to get that with the default channel unset).
+	// NotifyChannel is LISTENed to for custom events; "" means
+	// DefaultNotifyChannel. Set DisableNotify to turn LISTEN off.
 	NotifyChannel string
-	// DisableNotify turns LISTEN off even when NotifyChannel is empty
-	// (empty otherwise means the default channel).
+	// DisableNotify turns the NOTIFY listener off.
 	DisableNotify bool
 	Sink          Sink
 	Logger        zerolog.Logger
@@ -113,17 +112,17 @@ func NewReader(cfg Config) (*Reader, error) {
 	if cfg.Sink == nil {
 		return nil, errors.New("cdc: Sink is required")
 	}
+	switch {
+	case cfg.DisableNotify:
+		cfg.NotifyChannel = ""
+	case cfg.NotifyChannel == "":
+		cfg.NotifyChannel = DefaultNotifyChannel
+	}
 	if cfg.Publication == "" {
 		cfg.Publication = DefaultPublication
 	}
 	if cfg.Slot == "" {
 		cfg.Slot = DefaultSlot
-	}
-	if cfg.NotifyChannel == "" && !cfg.DisableNotify {
-		cfg.NotifyChannel = DefaultNotifyChannel
-	}
-	if cfg.DisableNotify {
-		cfg.NotifyChannel = ""
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = DefaultStatusInterval
@@ -344,7 +343,7 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	cfg.RuntimeParams["bytea_output"] = "hex"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, classifyConnectError("replication connection", err)
+		return nil, classifyConnectError("replication connection", err, true)
 	}
 	return conn, nil
 }

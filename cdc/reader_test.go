@@ -462,6 +462,13 @@ func TestReaderKeylessTable(t *testing.T) {
 		ALTER TABLE uniq REPLICA IDENTITY USING INDEX uniq_code;
 		CREATE UNLOGGED TABLE scratch (x int);
 		INSERT INTO page_views VALUES ('/old', 'x')`)
+	var logBuf strings.Builder
+	if err := Setup(ctx, url, "pgrealtime", zerolog.New(&logBuf)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "table public.page_views has no primary key or replica identity: only inserts and truncates are streamed; add a primary key or ALTER TABLE public.page_views REPLICA IDENTITY FULL"; !strings.Contains(logBuf.String(), want) {
+		t.Errorf("Setup log lacks the warning %q:\n%s", want, logBuf.String())
+	}
 	sink := newRecSink()
 	rr := startReader(t, url, sink, func(c *Config) { c.SyncInterval = 200 * time.Millisecond })
 	rr.waitReady(t, ctx)
@@ -738,6 +745,12 @@ func TestReaderPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rr.waitReady(t, ctx)
+	// The NOTIFY listener reconnected too.
+	waitFor(t, ctx, "a notification after the restart", func() bool {
+		pgtest.Exec(t, url, `SELECT pg_notify('pgrealtime', '{"collection":"c","event":"back"}')`)
+		time.Sleep(50 * time.Millisecond)
+		return len(sink.liveEvents()) > 0
+	})
 }
 
 func TestSlotAdvancesWhilePublishedTablesIdle(t *testing.T) {
@@ -920,4 +933,74 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+func TestReaderGracefulStopCheckpoints(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	url := pgtest.NewDB(t)
+	conn := connect(t, ctx, url)
+	mustExec(t, ctx, conn, `CREATE TABLE items (id int PRIMARY KEY)`)
+	slot := randomName("slot_")
+	sink := newRecSink()
+	// A long status interval: only the final acknowledgement can write the
+	// checkpoint and confirm the last transaction.
+	rr := startReader(t, url, sink, func(c *Config) { c.Slot = slot; c.StatusInterval = time.Hour })
+	rr.waitReady(t, ctx)
+	mustExec(t, ctx, conn, `INSERT INTO items VALUES (1)`)
+	mustExec(t, ctx, conn, `INSERT INTO items VALUES (2), (3)`)
+	evs := waitEvents(t, ctx, sink, 3)
+	rr.shutdown(t)
+	txs := sink.transactions()
+	confirmed, ckpt := slotState(t, ctx, conn, slot)
+	if last := evs[len(evs)-1].Position; ckpt != last || confirmed < txs[len(txs)-1].EndLSN {
+		t.Fatalf("after stop: checkpoint %s (want %s), confirmed %X (want >= %X)", ckpt, last, confirmed, txs[len(txs)-1].EndLSN)
+	}
+	sink2 := newRecSink()
+	rr2 := startReader(t, url, sink2, func(c *Config) { c.Slot = slot })
+	rr2.waitReady(t, ctx)
+	mustExec(t, ctx, conn, `INSERT INTO items VALUES (4)`)
+	evs2 := waitEvents(t, ctx, sink2, 1)
+	if len(evs2) != 1 || evs2[0].RecordID != "4" {
+		t.Errorf("after restart got %d events, first %s; want only row 4", len(evs2), encode(t, evs2[0]))
+	}
+	sink2.mu.Lock()
+	defer sink2.mu.Unlock()
+	if len(sink2.bases) != 1 || sink2.bases[0] != ckpt || sink2.calls[0] != "base" {
+		t.Errorf("SetBase calls %v (%v), want SetBase(%s) first", sink2.bases, sink2.calls, ckpt)
+	}
+}
+
+func TestReaderNeedsReplicationPrivilege(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	url := pgtest.NewDB(t)
+	role := randomName("app_")
+	conn := connect(t, ctx, url)
+	var db string
+	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, conn, `CREATE ROLE `+role+` LOGIN NOREPLICATION`)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), url)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), `DROP OWNED BY `+role+`; DROP ROLE `+role)
+			c.Close(context.Background())
+		}
+	})
+	mustExec(t, ctx, conn, `GRANT CREATE ON DATABASE `+db+` TO `+role)
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roleURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, db)
+	r, err := NewReader(Config{ConnString: roleURL, Slot: randomName("slot_"), Sink: newRecSink(), Logger: zerolog.New(zerolog.NewTestWriter(t)), DisableNotify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Run(ctx)
+	if err == nil || !IsFatal(err) || !strings.Contains(err.Error(), "ALTER ROLE <user> REPLICATION") {
+		t.Fatalf("Run = %v, want a fatal error naming the REPLICATION attribute", err)
+	}
 }

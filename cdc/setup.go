@@ -103,7 +103,7 @@ func connectRegular(ctx context.Context, connString string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, classifyConnectError("connect", err)
+		return nil, classifyConnectError("connect", err, false)
 	}
 	return conn, nil
 }
@@ -177,7 +177,7 @@ func (s *syncer) sync(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 		return nil, fmt.Errorf("sync publications: %w", err)
 	}
 	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
 		return nil, fmt.Errorf("sync publications: %w", err)
 	}
 

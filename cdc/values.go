@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -97,7 +98,8 @@ func (d *decoder) convert(t *colType, s string) any {
 	case kindBool:
 		return s == "t"
 	case kindJSON:
-		return json.RawMessage(s)
+		// No copy: s is immutable (the event's arena) and so is the event.
+		return json.RawMessage(unsafe.Slice(unsafe.StringData(s), len(s)))
 	case kindTimestamptz:
 		return d.timestamptz(s)
 	case kindBytea:

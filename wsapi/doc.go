@@ -27,4 +27,23 @@
 //     read.
 //   - Shutdown refuses new upgrades with 503 and closes every socket with
 //     1001, waiting (bounded by its context) for the sockets to close.
+//
+// Choices where PROTOCOL.md is silent:
+//   - "posts" and "posts.*" are one subscription (the canonical pattern);
+//     unsubscribing either removes it. Replies echo the topics as written.
+//   - A subscribe whose since is ahead of the stream waits (up to 10 s)
+//     without holding back live events of the existing subscriptions; if
+//     the stream does not get there, the answer is history_unavailable.
+//   - A binary frame closes with 1008 at once; bad_request errors close with
+//     1008 when more than 20 come in a burst (refilling at one per 2 s).
+//   - HTTP errors are JSON objects {"error": code, "message": text}. An
+//     Origin that is not allowed gets 403, a refused token 401 (error
+//     invalid_token or token_expired), a full server or one shutting down
+//     503. A token presented to a server without keys is refused.
+//   - POST /api/broadcast refuses unknown fields (typos such as recordId)
+//     and collections containing ".", "*" or whitespace; it answers 202
+//     {"accepted":true}. Without a token verifier the admin APIs answer
+//     loopback callers only.
+//   - A connection that does not answer a ping within PingInterval is
+//     dropped without a close handshake (it is dead).
 package wsapi

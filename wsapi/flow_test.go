@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgrealtime/pgrealtime/broker"
 	"github.com/pgrealtime/pgrealtime/internal/metrics"
+	"github.com/pgrealtime/pgrealtime/wsapi/rules"
 )
 
 // A client that stops reading is closed with 4008 once its queue
@@ -186,8 +187,7 @@ func TestResumeSince(t *testing.T) {
 }
 
 func TestHistoryUnavailable(t *testing.T) {
-	e := newEnv(t, envOpts{history: 5})
-	e.srv.sinceWait = 500 * time.Millisecond
+	e := newEnv(t, envOpts{history: 5, since: 500 * time.Millisecond})
 	var evs []*broker.Event
 	for i := 0; i < 10; i++ {
 		evs = append(evs, e.publish(rec("posts", "create", fmt.Sprint(i)))...)
@@ -220,11 +220,23 @@ func TestHistoryUnavailable(t *testing.T) {
 	if r.str("type") != "subscribed" || r.str("position") != ahead.String() || len(replay) != 0 {
 		t.Fatalf("ahead: got %v after %v", r, replay)
 	}
-	// Too far ahead: history_unavailable after the wait.
+	// Too far ahead: history_unavailable after the wait, during which live
+	// events of the existing subscriptions keep flowing.
 	start := time.Now()
-	c2.expectError(msg{"type": "subscribe", "topics": []string{"x"}, "since": "FF/0:1"}, "history_unavailable")
+	live := make(chan *broker.Event, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		live <- e.publish(rec("posts", "create", "z"))[0]
+	}()
+	r, during := c2.request(msg{"type": "subscribe", "topics": []string{"x"}, "since": "FF/0:1"})
+	if r.str("code") != "history_unavailable" {
+		t.Fatalf("far ahead: got %v", r)
+	}
 	if d := time.Since(start); d < 400*time.Millisecond {
 		t.Fatalf("answered after %v without waiting", d)
+	}
+	if ev := <-live; len(during) != 1 || during[0].str("position") != ev.Position.String() {
+		t.Fatalf("live event held back during the wait: got %v", during)
 	}
 }
 
@@ -293,4 +305,56 @@ func TestPingDropsDeadPeers(t *testing.T) {
 		t.Fatalf("live client lost its connection: %v", err)
 	default:
 	}
+}
+
+// Replayed events pass the rules of the subscriber, like live ones.
+func TestReplayFiltersWithRules(t *testing.T) {
+	read := "auth.sub == record.user_id"
+	e := newEnv(t, envOpts{rules: &rules.Config{Collections: map[string]rules.Collection{"msgs": {Read: &read}}}})
+	var evs []*broker.Event
+	for i, who := range []string{"alice", "bob", "alice", "bob", "alice"} {
+		evs = append(evs, e.publish(rec("msgs", "create", fmt.Sprint(i), "user_id", who))...)
+	}
+	alice := e.dial(token(t, "alice", "user", time.Hour))
+	r, _ := alice.request(msg{"type": "subscribe", "topics": []string{"msgs"}, "since": evs[0].Position.String()})
+	if r.str("type") != "subscribed" {
+		t.Fatalf("got %v", r)
+	}
+	got := alice.sync()
+	if want := []string{evs[2].Position.String(), evs[4].Position.String()}; !slices.Equal(positions(got), want) {
+		t.Fatalf("replay %v, want %v", positions(got), want)
+	}
+	e.publish(rec("msgs", "create", "9", "user_id", "bob"), rec("msgs", "create", "10", "user_id", "alice"))
+	if got := alice.sync(); len(got) != 1 || got[0].str("record_id") != "10" {
+		t.Fatalf("live %v", got)
+	}
+}
+
+// The connection and subscription gauges return to where they were when
+// connections go, whatever they subscribed, unsubscribed or lost.
+func TestGaugesBalance(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	conns, subs := counterValue(t, metrics.Connections), counterValue(t, metrics.Subscriptions)
+	delivered := counterValue(t, metrics.EventsDelivered.WithLabelValues("update"))
+	a, b := e.dial(adminToken(t)), e.dial(adminToken(t))
+	a.sub("x", "y", "z", "x")
+	b.sub("x", "*")
+	a.request(msg{"type": "unsubscribe", "topics": []string{"y", "nope"}})
+	b.request(msg{"type": "auth", "token": token(t, "u", "user", time.Hour)}) // revokes both
+	if got := counterValue(t, metrics.Subscriptions) - subs; got != 2 {
+		t.Fatalf("subscriptions gauge +%v, want +2", got)
+	}
+	if got := counterValue(t, metrics.Connections) - conns; got != 2 {
+		t.Fatalf("connections gauge +%v, want +2", got)
+	}
+	e.publish(rec("x", "update", "1"), rec("z", "update", "1"), rec("y", "update", "1"))
+	a.sync()
+	if got := counterValue(t, metrics.EventsDelivered.WithLabelValues("update")) - delivered; got != 2 {
+		t.Fatalf("events_delivered{update} +%v, want +2", got)
+	}
+	a.ws.Close(websocket.StatusNormalClosure, "")
+	b.ws.CloseNow()
+	e.waitFor("gauges to balance", func() bool {
+		return counterValue(t, metrics.Connections) == conns && counterValue(t, metrics.Subscriptions) == subs
+	})
 }

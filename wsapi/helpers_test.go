@@ -42,6 +42,7 @@ type envOpts struct {
 	history int
 	rules   *rules.Config // nil: no rules (admin only)
 	noAuth  bool          // no verifier
+	since   time.Duration // sinceWait (default SinceWait)
 	cfg     func(*Config)
 }
 
@@ -85,6 +86,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if o.since > 0 {
+		srv.sinceWait = o.since
 	}
 	hs := httptest.NewServer(srv.Handler())
 	e := &env{t: t, ctx: ctx, broker: b, srv: srv, hs: hs, wsURL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/realtime"}

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/pgrealtime/pgrealtime/wsapi/rules"
 )
 
 // upgradeStatus dials and returns the HTTP status and JSON error body of a
@@ -167,4 +169,29 @@ func signWith(t *testing.T, secret []byte, sub, role string) string {
 	testSecret = secret
 	defer func() { testSecret = saved }()
 	return token(t, sub, role, time.Hour)
+}
+
+// With rules, a downgrade revokes only what the new identity may not read,
+// and an upgrade revokes nothing.
+func TestDowngradeRevokesWithRules(t *testing.T) {
+	pub, signed := "true", "auth.sub != ''"
+	e := newEnv(t, envOpts{rules: &rules.Config{Collections: map[string]rules.Collection{
+		"posts": {Read: &pub}, "chat": {Read: &signed},
+	}}})
+	c := e.dial(token(t, "ann", "user", time.Hour))
+	c.sub("posts", "chat.room1", "chat")
+	c.expectError(msg{"type": "subscribe", "topics": []string{"secret"}}, "forbidden")
+	r, _ := c.request(msg{"type": "auth", "token": token(t, "", "user", time.Hour)}) // no subject
+	if got := r.strs("revoked"); r.str("type") != "authenticated" || len(got) != 2 || got[0] != "chat" || got[1] != "chat.room1" {
+		t.Fatalf("got %v", r)
+	}
+	e.publish(rec("posts", "create", "1"), rec("chat", "create", "room1"))
+	if got := c.sync(); len(got) != 1 || got[0].str("collection") != "posts" {
+		t.Fatalf("after downgrade got %v", got)
+	}
+	r, _ = c.request(msg{"type": "auth", "token": adminToken(t)})
+	if got := r.strs("revoked"); r.str("type") != "authenticated" || len(got) != 0 {
+		t.Fatalf("upgrade: %v", r)
+	}
+	c.sub("secret", "*")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pgrealtime/pgrealtime/broker"
 	"github.com/pgrealtime/pgrealtime/cdc"
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
 	"github.com/pgrealtime/pgrealtime/internal/pgtest"
 	"github.com/pgrealtime/pgrealtime/wsapi/rules"
 )
@@ -30,6 +32,19 @@ type pgEnv struct {
 func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 	t.Helper()
 	url := pgtest.NewDB(t)
+	var reader atomic.Pointer[cdc.Reader]
+	cfg := o.cfg
+	o.cfg = func(c *Config) {
+		c.Ready = func() (bool, string) {
+			if r := reader.Load(); r != nil {
+				return r.Ready()
+			}
+			return false, "reader not started"
+		}
+		if cfg != nil {
+			cfg(c)
+		}
+	}
 	e := newEnv(t, o)
 	db, err := pgx.Connect(e.ctx, url)
 	if err != nil {
@@ -66,7 +81,7 @@ func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 			t.Errorf("reader did not stop")
 		}
 	})
-	e.srv.cfg.Ready = r.Ready
+	reader.Store(r)
 	e.waitFor("the reader to stream", func() bool {
 		code, _, _ := e.httpDo("GET", "/readyz", "", "")
 		return code == 200
@@ -212,6 +227,38 @@ type countingSub struct{ n *int }
 func (s *countingSub) Deliver(*broker.Event)      {}
 func (s *countingSub) Replay(evs []*broker.Event) { *s.n += len(evs) }
 
+// Record ids of PROTOCOL section 2: composite keys joined with ",", ids
+// with dots, key-less tables (collection patterns only), schema-qualified
+// collections.
+func TestPostgresRecordIDs(t *testing.T) {
+	p := newPGEnv(t, `
+		CREATE TABLE pairs (b text, a int, PRIMARY KEY (a, b));
+		CREATE TABLE files (path text PRIMARY KEY);
+		CREATE TABLE logs (line text);
+		CREATE SCHEMA app; CREATE TABLE app.items (id int PRIMARY KEY);`, envOpts{})
+	tok := adminToken(t)
+	rec, coll := p.dial(tok), p.dial(tok)
+	rec.sub("pairs.7,x", "files.a.b.txt", "app:items.3")
+	coll.sub("logs", "app:items")
+	p.exec(`INSERT INTO pairs VALUES ('x', 7), ('y', 7)`)
+	p.exec(`INSERT INTO files VALUES ('a.b.txt'), ('a.b')`)
+	p.exec(`INSERT INTO logs VALUES ('hello')`)
+	p.exec(`INSERT INTO app.items VALUES (3), (4)`)
+	got := rec.readN(3)
+	for i, w := range []string{"pairs 7,x", "files a.b.txt", "app:items 3"} {
+		if g := got[i].str("collection") + " " + got[i].str("record_id"); g != w {
+			t.Errorf("record subscriber event %d: %s, want %s", i, g, w)
+		}
+	}
+	got = coll.readN(3)
+	if _, has := got[0]["record_id"]; has || got[0].str("collection") != "logs" {
+		t.Errorf("key-less event %v", got[0])
+	}
+	if extra := append(rec.sync(), coll.sync()...); len(extra) != 0 {
+		t.Errorf("unexpected %v", extra)
+	}
+}
+
 // Custom events from NOTIFY, from pgrealtime.broadcast (through the WAL,
 // positioned, ordered with the transaction) and from POST /api/broadcast all
 // reach subscribers; malformed payloads never do.
@@ -231,8 +278,12 @@ func TestPostgresCustomEvents(t *testing.T) {
 	if _, has := got["position"]; has {
 		t.Fatalf("notify event has a position: %v", got)
 	}
+	badBefore := counterValue(t, metrics.BadPayloads.WithLabelValues("notify"))
 	p.exec(`SELECT pg_notify('pgrealtime', 'not json')`)
 	p.exec(`SELECT pg_notify('pgrealtime', '{"event":"no collection"}')`)
+	p.waitFor("malformed notifications to be counted", func() bool {
+		return counterValue(t, metrics.BadPayloads.WithLabelValues("notify"))-badBefore == 2
+	})
 
 	p.exec(`BEGIN; INSERT INTO msgs VALUES (1); SELECT pgrealtime.broadcast('chat', 'sent', '{"n":1}'::jsonb, 'room1'); INSERT INTO msgs VALUES (2); COMMIT`)
 	p.exec(`BEGIN; SELECT pgrealtime.broadcast('chat', 'lost', NULL, 'room1'); ROLLBACK`)

@@ -210,7 +210,6 @@ func (c *conn) subscribe(id *string, req *request) {
 		return
 	}
 
-	c.hold()
 	ctx, cancel := context.WithTimeout(c.ctx, c.s.sinceWait)
 	go func() { // a closing connection stops waiting for the stream
 		select {
@@ -219,6 +218,18 @@ func (c *conn) subscribe(id *string, req *request) {
 		case <-ctx.Done():
 		}
 	}()
+	if since != nil {
+		// Wait for a stream that is still catching up here rather than in
+		// Subscribe, so that live events of the existing subscriptions are
+		// not held back meanwhile.
+		for c.s.cfg.Broker.LastPosition().Less(*since) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	c.hold()
 	pos, err := c.s.cfg.Broker.Subscribe(ctx, c, pats, since)
 	cancel()
 	if err != nil {
@@ -230,8 +241,8 @@ func (c *conn) subscribe(id *string, req *request) {
 		case errors.Is(err, broker.ErrClosed):
 			c.release(nil)
 			c.closeWith(StatusGoingAway, "server shutting down")
-		case c.ctx.Err() != nil:
-			c.release(nil)
+		case c.ctx.Err() != nil, errors.Is(err, context.Canceled):
+			c.release(nil) // the connection is closing
 		default:
 			c.release(nil)
 			c.logger().Error().Err(err).Msg("subscribe failed")

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
@@ -46,12 +47,13 @@ const (
 	cmdDev
 	cmdTeardown
 	cmdHealthcheck
+	cmdToken
 )
 
 var commandNames = []struct {
 	c    command
 	name string
-}{{cmdServe, "serve"}, {cmdDev, "dev"}, {cmdTeardown, "teardown"}, {cmdHealthcheck, "healthcheck"}}
+}{{cmdServe, "serve"}, {cmdDev, "dev"}, {cmdTeardown, "teardown"}, {cmdHealthcheck, "healthcheck"}, {cmdToken, "token"}}
 
 func (c command) String() string {
 	var names []string
@@ -86,6 +88,9 @@ type Config struct {
 	LogFormat        string
 	DataDir          string // dev
 	Yes              bool   // teardown
+	Subject          string        // token
+	Role             string        // token
+	TTL              time.Duration // token
 
 	// source records where each option's value came from ("--listen",
 	// "PGREALTIME_LISTEN", "DATABASE_URL" or "default"), for messages.
@@ -194,7 +199,7 @@ var options = []option{
 		set: nonEmpty(func(c *Config) *string { return &c.NotifyChannel })},
 	{name: "config", devDef: "(built-in demo rules)", help: "rules file (YAML); without one only the admin role may subscribe", cmds: cmdServe | cmdDev,
 		set: anyString(func(c *Config) *string { return &c.ConfigFile })},
-	{name: "jwt-secret", devDef: "(random, printed)", help: "HS256 secret; without it and without --jwks-file every connection is anonymous", cmds: cmdServe | cmdDev,
+	{name: "jwt-secret", devDef: "(random, printed)", help: "HS256 secret; without it and without --jwks-file every connection is anonymous", cmds: cmdServe | cmdDev | cmdToken,
 		set: anyString(func(c *Config) *string { return &c.JWTSecret })},
 	{name: "jwks-file", help: "JWKS file with RS256/ES256 public keys", cmds: cmdServe | cmdDev,
 		set: anyString(func(c *Config) *string { return &c.JWKSFile })},
@@ -269,6 +274,19 @@ var options = []option{
 		}},
 	{name: "data-dir", devDef: "(temporary, removed on exit)", help: "directory for the throwaway cluster; must be empty or absent; kept on exit when given", cmds: cmdDev,
 		set: anyString(func(c *Config) *string { return &c.DataDir })},
+	{name: "sub", def: "admin", help: "`sub` claim of the token to mint", cmds: cmdToken,
+		set: nonEmpty(func(c *Config) *string { return &c.Subject })},
+	{name: "role", def: "admin", help: "`role` claim of the token to mint", cmds: cmdToken,
+		set: anyString(func(c *Config) *string { return &c.Role })},
+	{name: "ttl", def: "1h", help: "lifetime of the token to mint (Go duration: 30m, 24h)", cmds: cmdToken,
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("must be a positive duration such as 30m or 24h, got %q", v)
+			}
+			c.TTL = d
+			return nil
+		}},
 	{name: "yes", def: "false", isBool: true, help: "really drop the slot and the publication", cmds: cmdTeardown,
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)

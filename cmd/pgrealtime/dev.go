@@ -99,7 +99,7 @@ func printDevBanner(w io.Writer, cfg *Config, addr, dbURL, adminToken, userToken
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\npgrealtime dev is running. Press Ctrl-C to stop (the throwaway database goes with it).\n\n")
-	fmt.Fprintf(&b, "  inspector:   http://%s/\n", host)
+	fmt.Fprintf(&b, "  inspector:   http://%s/   (paste the admin token, subscribe to posts.*)\n", host)
 	fmt.Fprintf(&b, "  websocket:   ws://%s/realtime?access_token=<token>\n", host)
 	fmt.Fprintf(&b, "  psql:        psql '%s'\n", dbURL)
 	fmt.Fprintf(&b, "  try:         %s\n\n", devInsertExample)

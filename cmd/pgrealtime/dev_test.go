@@ -46,8 +46,8 @@ func TestDevAsNewcomer(t *testing.T) {
 	}
 	dbURL := find(`psql:\s+psql '([^']+)'`)
 	insert := find(`try:\s+(.+)`)
-	admin := find(`admin token[^\n]*\n\s+(\S+)`)
-	find(`user token[^\n]*\n\s+(\S+)`)
+	admin := find(`(?m)^\s+admin token[^\n]*\n\s+(\S+)`)
+	find(`(?m)^\s+user token[^\n]*\n\s+(\S+)`)
 
 	c := dialWS(ctx, t, addr, admin)
 	if r, _ := c.subscribe(ctx, "1", []string{"posts.*"}, ""); r.str("type") != "subscribed" {

@@ -174,3 +174,18 @@ func TestReadmeStartsWithTheTwoCommands(t *testing.T) {
 		t.Error(".ci/run must end with exactly `make test`")
 	}
 }
+
+// TestReadmeLinks: every relative link of the README points at a file of
+// the repository.
+func TestReadmeLinks(t *testing.T) {
+	readme := string(repoFile(t, "README.md"))
+	for _, m := range regexp.MustCompile(`\]\(([^)#\s]+)(#[^)]*)?\)`).FindAllStringSubmatch(readme, -1) {
+		target := m[1]
+		if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("..", "..", target)); err != nil {
+			t.Errorf("README links to %s, which does not exist", target)
+		}
+	}
+}

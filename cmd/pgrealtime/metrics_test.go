@@ -47,11 +47,13 @@ func scrape(ctx context.Context, t *testing.T, addr string) map[string]float64 {
 func TestMetricsAfterTraffic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s := newServeSetup(t, `CREATE TABLE posts (id serial PRIMARY KEY, title text)`)
+	s := newServeSetup(t, `CREATE TABLE posts (id serial PRIMARY KEY, title text)`, `CREATE TABLE audit_log (id serial PRIMARY KEY, what text)`)
 	rulesFile := writeFile(t, "rules.yaml", `
 collections:
   posts:
     read: "record.title != 'secret'"
+  audit_log:
+    events: false
 default:
   read: "auth.role == 'admin'"
 `)
@@ -70,11 +72,17 @@ default:
 		t.Fatalf("user subscribe posts.*: %v", r)
 	}
 
+	// A collection never broadcast; committed first, so it has been
+	// processed once the next transaction's events arrive.
+	execSQL(ctx, t, s.url, `INSERT INTO audit_log (what) VALUES ('login')`)
 	// Record events: one for everyone, one the rule withholds from the user.
 	execSQL(ctx, t, s.url, `INSERT INTO posts (title) VALUES ('hello'), ('secret')`)
 	// Custom events: a valid and a malformed NOTIFY, and one over HTTP.
 	execSQL(ctx, t, s.url, `SELECT pg_notify('pgrealtime', '{"collection":"chat","event":"typing","data":{"user":"ann"}}')`)
 	execSQL(ctx, t, s.url, `SELECT pg_notify('pgrealtime', 'this is not json')`)
+	// A custom event on posts without a title: the user's rule cannot be
+	// evaluated (rule error, withheld).
+	execSQL(ctx, t, s.url, `SELECT pg_notify('pgrealtime', '{"collection":"posts","event":"poke","data":{}}')`)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+srv.addr+"/api/broadcast",
 		strings.NewReader(`{"collection":"chat","event":"ping","data":{"n":1}}`))
 	req.Header.Set("Authorization", "Bearer "+adminToken(t))
@@ -88,7 +96,7 @@ default:
 		t.Fatalf("POST /api/broadcast: %s", resp.Status)
 	}
 	got := map[string]int{}
-	for got["hello"]+got["secret"] < 2 || got["chat"] < 2 {
+	for got["hello"]+got["secret"] < 2 || got["chat"] < 2 || got["posts"] < 1 {
 		ev := admin.nextEvent(ctx)
 		switch ev.str("type") {
 		case "record_event":
@@ -141,6 +149,9 @@ default:
 	c(`pgrealtime_events_delivered_total{action="create"}`, 3)
 	c(`pgrealtime_events_delivered_total{action="custom"}`, 2)
 	c(`pgrealtime_events_dropped_by_rules_total{reason="read"}`, 1)
+	c(`pgrealtime_events_dropped_by_rules_total{reason="rule_error"}`, 1)
+	c(`pgrealtime_events_dropped_by_rules_total{reason="events_false"}`, 1)
+	c(`pgrealtime_rule_errors_total{collection="posts"}`, 1)
 	c(`pgrealtime_slow_consumer_closes_total`, 0)
 	c(`pgrealtime_rate_limited_requests_total`, 1)
 	c(`pgrealtime_tokens_rejected_total{reason="invalid"}`, 1)
@@ -149,7 +160,7 @@ default:
 	check(`pgrealtime_replication_lag_seconds`, func(v float64) bool { return v >= 0 && v < 60 }, "between 0 and 60")
 	c(`pgrealtime_slot_retained_wal_bytes`, 0)
 	c(`pgrealtime_bad_payloads_total{source="notify"}`, 1)
-	c(`pgrealtime_transactions_total`, 1)
+	c(`pgrealtime_transactions_total`, 2)
 	check(`pgrealtime_stream_connected`, func(v float64) bool { return v == 1 }, "1")
 
 	// A dropped replication connection is counted as a reconnect.
@@ -164,6 +175,30 @@ default:
 			t.Fatalf("no reconnect counted after terminating the replication backend: reconnects %v, connected %v",
 				m[`pgrealtime_reconnects_total{conn="replication"}`], m[`pgrealtime_stream_connected`])
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+
+	// A client that never reads, and a burst bigger than its send queue
+	// plus the socket buffers: it is closed with 4008 and counted.
+	stalled := dialWS(ctx, t, srv.addr, adminToken(t))
+	if r, _ := stalled.subscribe(ctx, "s", []string{"posts.*"}, ""); r.str("type") != "subscribed" {
+		t.Fatalf("stalled subscribe: %v", r)
+	}
+	execSQL(ctx, t, s.url, `INSERT INTO posts (title) SELECT repeat('x', 2000) FROM generate_series(1, 10000)`)
+	for m[`pgrealtime_slow_consumer_closes_total`] < 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no slow-consumer close counted for a client that never reads")
+		case <-time.After(200 * time.Millisecond):
+		}
+		m = scrape(ctx, t, srv.addr)
+	}
+	if _, err := stalled.read(ctx); err == nil {
+		for err == nil {
+			_, err = stalled.read(ctx)
+		}
+		if websocket.CloseStatus(err) != 4008 {
+			t.Errorf("stalled client closed with %v, want 4008", err)
 		}
 	}
 }

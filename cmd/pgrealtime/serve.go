@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"time"
@@ -95,6 +96,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	if err != nil {
 		return err
 	}
+	set.Log = log // rule evaluation errors, rate-limited by the rules package
 	if rc == nil {
 		slog.Warn().Str("admin_role", cfg.AdminRole).
 			Msg("no --config rules file: deny by default, only tokens with the admin role may subscribe")
@@ -117,7 +119,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	hs := &http.Server{
 		Handler:           p.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+		IdleTimeout:       2 * time.Minute,
+		// net/http's own messages (bad TLS, panics) as JSON log lines too.
+		ErrorLog: stdlog.New(slog.With().Str("source", "net/http").Logger(), "", 0),
 	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- hs.Serve(ln) }()
