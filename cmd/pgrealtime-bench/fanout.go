@@ -16,6 +16,7 @@ type fanoutStep struct {
 	PerSec    float64 `json:"delivered_per_s"`
 	Lat       Latency `json:"latency"`
 	ServerCPU float64 `json:"server_cpu_s"`
+	ServerSys float64 `json:"server_sys_s"` // of which in the kernel
 	ClientCPU float64 `json:"clients_cpu_s"`
 	Closed    int64   `json:"closed"`
 }
@@ -54,7 +55,7 @@ func (e *benchEnv) fanout(ctx context.Context, srv *server) (*fanoutResult, erro
 		if err := cp.reset(ctx); err != nil {
 			return r, err
 		}
-		s0, _ := cpuTime(srv.Pid())
+		s0u, s0s, _ := cpuTimes(srv.Pid())
 		c0, _ := cpuTime(cp.Pid())
 		t0 := time.Now()
 		st.Written, err = pacedInserts(ctx, conn, rate, e.cfg.FanoutStep)
@@ -72,9 +73,10 @@ func (e *benchEnv) fanout(ctx context.Context, srv *server) (*fanoutResult, erro
 		if rep, err = cp.drain(ctx, want, 5*time.Second); err != nil {
 			return r, err
 		}
-		s1, _ := cpuTime(srv.Pid())
+		s1u, s1s, _ := cpuTimes(srv.Pid())
 		c1, _ := cpuTime(cp.Pid())
-		st.ServerCPU, st.ClientCPU = (s1 - s0).Seconds(), (c1 - c0).Seconds()
+		st.ServerCPU, st.ClientCPU = (s1u + s1s - s0u - s0s).Seconds(), (c1 - c0).Seconds()
+		st.ServerSys = (s1s - s0s).Seconds()
 		st.Lat, st.Closed = rep.Hist.Summary(), rep.Closed
 		r.Steps = append(r.Steps, st)
 		e.logf("   %d events/s: %.0f deliveries/s, p50 %.1f ms, p99 %.1f ms, max %.1f ms; CPU server %.1f s, clients %.1f s; closed %d",

@@ -198,8 +198,11 @@ func (r *results) markdown() string {
 		pr, rv, tr := ps.Ratio, wr.setup(setupRecv).Ratio, wr.setup(setupTrigger).Ratio
 		res := fmt.Sprintf("%.2f× and %.2f×: %s", ratio(pr, rv), ratio(pr, tr), verdict(ratio(pr, rv) >= 0.9 && ratio(pr, tr) >= 2 && ps.keptUp()))
 		if !ps.keptUp() {
-			res = fmt.Sprintf("%.2f× and %.2f×, but pgrealtime fell behind the writers (up to %.0f MB of WAL not yet decoded when they stopped; its subscriber had %.0f%% of the rows 5 s later), so its ratio understates its cost: %s",
+			res = fmt.Sprintf("%.2f× and %.2f×, but pgrealtime fell behind the writers (up to %.1f MB of WAL not yet sent to it when they stopped; its subscriber had as little as %.0f%% of the rows 5 s later), so its ratio understates its cost: %s",
 				ratio(pr, rv), ratio(pr, tr), ps.maxLagMB(), 100*ps.minDelivered(), verdict(false))
+		}
+		if l := wr.setup(setupRecv).maxLagMB(); l > 1 {
+			res += fmt.Sprintf(" (pg_recvlogical's walsender fell behind too: up to %.1f MB)", l)
 		}
 		w("| 5 | write overhead: %d writers, single-row inserts, %.0f s × %d rounds per setup | writers keep %.2f× of their throughput | pg_recvlogical: %.2f×; trigger + pg_notify + LISTEN: %.2f× | ≥ 0.9× pg_recvlogical's, ≥ 2× trigger's | %s |\n",
 			wr.Writers, wr.Seconds, wr.Rounds, pr, rv, tr, res)
@@ -260,10 +263,14 @@ func (r *results) details(b *strings.Builder) {
 		w("\n## 3. Fan-out\n\n")
 		w("%s subscribers of `bench.*` in one client process (connected in %.1f s); one writer commits single-row transactions at each rate for %.0f s. Deliveries/s counts what arrived within the window; latency covers every delivery including those drained after it. CPU is user+system seconds over the step from /proc/<pid>/stat. Stopped: %s.\n\n",
 			thousands(float64(f.Subs)), f.ConnectSeconds, r.Config.FanoutStep.Seconds(), f.StopReason)
-		w("| events/s | deliveries/s | p50 | p99 | max | server CPU s (cores) | clients CPU s (cores) | closed |\n|---|---|---|---|---|---|---|---|\n")
+		w("| events/s | deliveries/s | p50 | p99 | max | server CPU s (cores), of which kernel | server CPU µs per delivery | clients CPU s (cores) | closed |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, s := range f.Steps {
-			w("| %d | %s | %s | %s | %s | %.1f (%.2f) | %.1f (%.2f) | %d |\n", s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), ms(s.Lat.Max),
-				s.ServerCPU, s.ServerCPU/s.Seconds, s.ClientCPU, s.ClientCPU/s.Seconds, s.Closed)
+			per := 0.0
+			if s.Lat.Count > 0 {
+				per = s.ServerCPU / float64(s.Lat.Count) * 1e6
+			}
+			w("| %d | %s | %s | %s | %s | %.1f (%.2f), %.0f%% | %.1f | %.1f (%.2f) | %d |\n", s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), ms(s.Lat.Max),
+				s.ServerCPU, s.ServerCPU/s.Seconds, 100*ratio(s.ServerSys, s.ServerCPU), per, s.ClientCPU, s.ClientCPU/s.Seconds, s.Closed)
 		}
 	}
 	if m := r.Memory; m != nil && len(m.Points) > 0 {
