@@ -41,7 +41,7 @@ type config struct {
 	Chart    string // where to write the chart ("" = none)
 	KeepWork bool
 	Only     map[string]bool // measurements to run; empty = all
-	Command  string // the command line, for the report
+	Command  string          // the command line, for the report
 }
 
 func defaultConfig(quick bool) config {
