@@ -246,7 +246,7 @@ func (r *results) details(b *strings.Builder) {
 		for _, run := range cu.Runs {
 			flags := "`" + strings.Join(run.Flags, " ") + "`"
 			if run.ServerSeconds > 0 {
-				w("| pgrealtime %s: every row decoded and published | %.2f | %s | %.2f | |\n", flags, run.ServerSeconds, thousands(float64(cu.Rows)/run.ServerSeconds), float64(cu.Rows)/run.ServerSeconds/cu.RecvRate)
+				w("| pgrealtime %s: every row decoded and published (the first after %.2f s: start-up, connecting, first transaction) | %.2f | %s | %.2f | |\n", flags, run.FirstSeconds, run.ServerSeconds, thousands(float64(cu.Rows)/run.ServerSeconds), float64(cu.Rows)/run.ServerSeconds/cu.RecvRate)
 			}
 			if run.SubscriberErr == "" {
 				w("| pgrealtime %s: last row at the subscriber (%s rows received, resumed: %v) | %.2f | %s | %.2f | %.2f |\n", flags, thousands(float64(run.Received)), run.Resumed, run.Seconds, thousands(run.Rate), run.Ratio, run.ServerCPU)
