@@ -176,6 +176,8 @@ func TestBadSettingsExit2(t *testing.T) {
 		{"yaml unknown key", serve("--config=" + unknownKey), envOf(), []string{"--config", "line 3", "reed"}},
 		{"yaml wrong type", serve("--config=" + wrongType), envOf(), []string{"--config", "line 3"}},
 		{"unreadable jwks", serve("--jwks-file=/nonexistent/jwks.json"), envOf(), []string{"--jwks-file", "/nonexistent/jwks.json"}},
+		{"malformed jwks", serve("--jwks-file=" + writeFile(t, "jwks.json", `{"keys":[{"kty":"RSA","kid":"k"}]}`)), envOf(), []string{"--jwks-file"}},
+		{"jwks not json", serve(), envOf("PGREALTIME_JWKS_FILE", writeFile(t, "jwks2.json", "hello")), []string{"PGREALTIME_JWKS_FILE"}},
 		{"teardown without yes", []string{"teardown"}, envOf("DATABASE_URL", "postgres://x/y"), []string{"--yes", "add --yes"}},
 		{"teardown yes=false env", []string{"teardown"}, envOf("PGREALTIME_YES", "false", "DATABASE_URL", "postgres://x/y"), []string{"--yes"}},
 		{"teardown bad yes env", []string{"teardown"}, envOf("PGREALTIME_YES", "sure"), []string{"PGREALTIME_YES"}},
