@@ -162,14 +162,18 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   cleanups.push(() => ctx.close());
   const page = ctx.pages()[0] || await ctx.newPage();
   const pageErrors = [];
-  page.on('pageerror', (e) => pageErrors.push(e.message));
   // Failed WebSocket/fetch attempts while the server is down are expected
   // console noise; anything else logged as an error is a bug in the page.
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/WebSocket connection to|Failed to load resource|ERR_CONNECTION_REFUSED/.test(m.text())) {
-      pageErrors.push('console: ' + m.text());
-    }
-  });
+  ctx.on('page', (p) => watchErrors(p));
+  const watchErrors = (p) => {
+    p.on('pageerror', (e) => pageErrors.push(e.message));
+    p.on('console', (m) => {
+      if (m.type() === 'error' && !/WebSocket connection to|Failed to load resource|ERR_CONNECTION_REFUSED/.test(m.text())) {
+        pageErrors.push('console: ' + m.text());
+      }
+    });
+  };
+  watchErrors(page);
 
   // The page's WebSocket traffic, for failure messages (last 40 frames).
   const frames = [];
@@ -333,4 +337,34 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
   await sleep(1800);
   await page.screenshot({ path: path.join(shotDir, 'inspector-gap.png') });
+
+  // 9. Pause holds rows back (still counted), resume shows them; clear empties.
+  const received = async () => Number(await page.locator('#count-received').innerText());
+  const before = await received();
+  await page.click('#pause');
+  const paused = await insert('written while paused');
+  await waitFor('the paused row counted', () => page.waitForFunction((n) => Number(document.getElementById('count-received').textContent) === n, before + 1, { timeout: 20_000 }));
+  assert.equal(await rowsFor(paused).count(), 0, 'no new row while paused');
+  assert.match(await page.locator('#pause').innerText(), /Resume \(1 new\)/);
+  await page.click('#pause');
+  await expectRow(paused, 'written while paused');
+  await page.click('#clear');
+  assert.equal(await page.locator('#event-rows tr').count(), 0);
+  assert.equal(await received(), 0);
+
+  // 10. A token that expires while connected: the server closes with 4001,
+  //     the page says so and does not reconnect with the dead token.
+  const shortToken = jwtHS256(secret, { sub: 'shortlived', role: 'admin', exp: Math.floor(Date.now() / 1000) + 3 });
+  const expiring = await ctx.newPage();
+  await expiring.goto(base + '/');
+  await expiring.fill('#token', shortToken);
+  await expiring.click('#connect');
+  await waitFor('short-lived token connected', () => expiring.waitForSelector('#status[data-state="connected"]', { timeout: 20_000 }));
+  await waitFor('closed with 4001', () => expiring.waitForSelector('#status[data-state="closed"]', { timeout: 60_000 }));
+  assert.match(await expiring.locator('#status').innerText(), /4001/);
+  assert.equal(await expiring.locator('#notices li[data-code="closed 4001"]').count(), 1);
+  await sleep(1500);
+  assert.equal(await expiring.locator('#status').getAttribute('data-state'), 'closed', 'no reconnect with an expired token');
+  await expiring.close();
+  assert.deepEqual(pageErrors, [], 'no script errors in the page');
 });
