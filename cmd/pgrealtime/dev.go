@@ -52,6 +52,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cluster, err := pgcluster.Start(startCtx, pgcluster.Options{Dir: cfg.DataDir})
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // Ctrl-C while starting
+		}
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	defer func() {
@@ -70,6 +73,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	err = loadDemo(lctx, cfg.DatabaseURL)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("load demo schema: %w", err)
 	}
 
