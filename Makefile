@@ -39,7 +39,19 @@ test-go:
 test-browser: build
 	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
-test: vet test-go test-browser
+test: vet test-go test-browser bench-quick
+
+# Benchmarks (issue 6): a throwaway Postgres, pgrealtime as its own process,
+# clients in their own processes. `bench` writes docs/benchmarks.md and
+# docs/benchmarks.png (under 10 minutes); `bench-quick` (under 2 minutes)
+# only proves that every measurement runs.
+bench: build
+	$(GO) build -o bin/pgrealtime-bench ./cmd/pgrealtime-bench
+	./bin/pgrealtime-bench --pgrealtime bin/pgrealtime --markdown docs/benchmarks.md --chart docs/benchmarks.png
+
+bench-quick: build
+	$(GO) build -o bin/pgrealtime-bench ./cmd/pgrealtime-bench
+	./bin/pgrealtime-bench --quick --pgrealtime bin/pgrealtime --markdown bin/benchmarks-quick.md --chart bin/benchmarks-quick.png
 
 clean:
 	rm -rf bin

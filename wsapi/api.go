@@ -26,6 +26,11 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect shortly")
 		return
 	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		writeError(w, http.StatusUpgradeRequired, "upgrade_required", "/realtime is a WebSocket endpoint: connect with a WebSocket client")
+		return
+	}
 	if origin := r.Header.Get("Origin"); !s.origins.allowed(origin, r.Host) {
 		writeError(w, http.StatusForbidden, "forbidden_origin", fmt.Sprintf("origin %q may not open a WebSocket here (see --allowed-origins)", origin))
 		return
@@ -105,6 +110,18 @@ func (s *Server) adminOnly(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// headerHasToken reports whether a comma-separated header lists token.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isLoopback(remote string) bool {

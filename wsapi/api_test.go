@@ -210,6 +210,9 @@ func TestHealthReadyMetrics(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	if code, m, raw := e.httpDo("GET", "/realtime", "", ""); code != http.StatusUpgradeRequired || m["error"] != "upgrade_required" {
+		t.Errorf("plain GET /realtime: %d %s", code, raw)
+	}
 	if code, _, _ := e.httpDo("GET", "/", "", ""); code != 404 {
 		t.Errorf("GET / without inspector: %d", code)
 	}

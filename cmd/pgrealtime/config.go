@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
@@ -46,12 +47,13 @@ const (
 	cmdDev
 	cmdTeardown
 	cmdHealthcheck
+	cmdToken
 )
 
 var commandNames = []struct {
 	c    command
 	name string
-}{{cmdServe, "serve"}, {cmdDev, "dev"}, {cmdTeardown, "teardown"}, {cmdHealthcheck, "healthcheck"}}
+}{{cmdServe, "serve"}, {cmdDev, "dev"}, {cmdTeardown, "teardown"}, {cmdHealthcheck, "healthcheck"}, {cmdToken, "token"}}
 
 func (c command) String() string {
 	var names []string
@@ -84,8 +86,11 @@ type Config struct {
 	AllowedOrigins   []string
 	LogLevel         zerolog.Level
 	LogFormat        string
-	DataDir          string // dev
-	Yes              bool   // teardown
+	DataDir          string        // dev
+	Yes              bool          // teardown
+	Subject          string        // token
+	Role             string        // token
+	TTL              time.Duration // token
 
 	// source records where each option's value came from ("--listen",
 	// "PGREALTIME_LISTEN", "DATABASE_URL" or "default"), for messages.
@@ -123,13 +128,13 @@ func envName(name string) string {
 	return "PGREALTIME_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-func positiveInt(dst *int) func(*Config, string) error {
-	return func(_ *Config, v string) error {
+func positiveInt(dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n <= 0 {
 			return fmt.Errorf("must be a positive integer, got %q", v)
 		}
-		*dst = n
+		*dst(c) = n
 		return nil
 	}
 }
@@ -194,16 +199,16 @@ var options = []option{
 		set: nonEmpty(func(c *Config) *string { return &c.NotifyChannel })},
 	{name: "config", devDef: "(built-in demo rules)", help: "rules file (YAML); without one only the admin role may subscribe", cmds: cmdServe | cmdDev,
 		set: anyString(func(c *Config) *string { return &c.ConfigFile })},
-	{name: "jwt-secret", devDef: "(random, printed)", help: "HS256 secret; without it and without --jwks-file every connection is anonymous", cmds: cmdServe | cmdDev,
+	{name: "jwt-secret", devDef: "(random, printed)", help: "HS256 secret; without it and without --jwks-file every connection is anonymous", cmds: cmdServe | cmdDev | cmdToken,
 		set: anyString(func(c *Config) *string { return &c.JWTSecret })},
 	{name: "jwks-file", help: "JWKS file with RS256/ES256 public keys", cmds: cmdServe | cmdDev,
 		set: anyString(func(c *Config) *string { return &c.JWKSFile })},
 	{name: "admin-role", def: "admin", help: "`role` claim that may subscribe to `*` and bypasses `read` rules", cmds: cmdServe | cmdDev,
 		set: nonEmpty(func(c *Config) *string { return &c.AdminRole })},
 	{name: "max-connections", def: "10000", help: "open WebSockets; further upgrades get HTTP 503", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.MaxConnections)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.MaxConnections })},
 	{name: "max-subscriptions", def: "100", help: "subscriptions per connection", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.MaxSubscriptions)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.MaxSubscriptions })},
 	{name: "subscribe-rate", def: "10", help: "subscribe/unsubscribe requests per second per connection (burst the same)", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -226,9 +231,9 @@ var options = []option{
 			return nil
 		}},
 	{name: "send-queue", def: "1024", help: "per-connection outbound queue; overflow closes with 4008", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.SendQueue)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.SendQueue })},
 	{name: "history-size", def: "10000", help: "events kept in memory for resume with `since`", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.HistorySize)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.HistorySize })},
 	{name: "allowed-origins", docDef: "(same host only)", help: "comma list of origins allowed to open a WebSocket (`https://app.example.com`, `*.example.com`, `*`); default: same host only; requests without Origin are allowed", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			c.AllowedOrigins = nil
@@ -269,6 +274,19 @@ var options = []option{
 		}},
 	{name: "data-dir", devDef: "(temporary, removed on exit)", help: "directory for the throwaway cluster; must be empty or absent; kept on exit when given", cmds: cmdDev,
 		set: anyString(func(c *Config) *string { return &c.DataDir })},
+	{name: "sub", def: "admin", help: "`sub` claim of the token to mint", cmds: cmdToken,
+		set: nonEmpty(func(c *Config) *string { return &c.Subject })},
+	{name: "role", def: "admin", help: "`role` claim of the token to mint", cmds: cmdToken,
+		set: anyString(func(c *Config) *string { return &c.Role })},
+	{name: "ttl", def: "1h", help: "lifetime of the token to mint (Go duration: 30m, 24h)", cmds: cmdToken,
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("must be a positive duration such as 30m or 24h, got %q", v)
+			}
+			c.TTL = d
+			return nil
+		}},
 	{name: "yes", def: "false", isBool: true, help: "really drop the slot and the publication", cmds: cmdTeardown,
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)

@@ -49,6 +49,7 @@ Usage:
   pgrealtime dev        start a throwaway Postgres with demo data and serve it
   pgrealtime teardown   drop the replication slot and the publication (needs --yes)
   pgrealtime version    print the version
+  pgrealtime token      print an HS256 token signed with --jwt-secret (--sub, --role, --ttl)
   pgrealtime healthcheck  exit 0 when GET /healthz on --listen answers 200
 
 Run "pgrealtime <command> --help" for the flags of a command. Every flag
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runVersion(rest, stdout)
 	case "healthcheck":
 		err = runHealthcheck(ctx, rest, getenv, stdout, stderr)
+	case "token":
+		err = runToken(ctx, rest, getenv, stdout, stderr)
 	case "flags-markdown": // hidden: the README flag table
 		_, err = io.WriteString(stdout, flagsMarkdown())
 	case "help", "-h", "--help", "-help":

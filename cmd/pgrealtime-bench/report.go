@@ -1,0 +1,324 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// results is everything one run measured. A measurement that failed keeps
+// its error text, shown in the report instead of numbers.
+type results struct {
+	Machine   string
+	PGVersion string
+	Date      time.Time
+	Command   string
+	Quick     bool
+	Config    config
+	Elapsed   time.Duration
+
+	Catchup    *catchupResult
+	CatchupErr string
+	Latency    []latencyResult
+	LatencyErr string
+	Fanout     *fanoutResult
+	FanoutErr  string
+	Memory     *memoryResult
+	MemoryErr  string
+	Writes     *writesResult
+	WritesErr  string
+
+	Load []sectionLoad
+}
+
+func (r *results) errors() []string {
+	var out []string
+	for _, e := range []struct{ name, err string }{
+		{"catch-up", r.CatchupErr}, {"latency", r.LatencyErr}, {"fan-out", r.FanoutErr},
+		{"memory", r.MemoryErr}, {"write overhead", r.WritesErr},
+	} {
+		if e.err != "" {
+			out = append(out, e.name+": "+e.err)
+		}
+	}
+	return out
+}
+
+// analysisMarker separates the generated report from the hand-written
+// analysis below it, which a new run of the benchmark keeps.
+const analysisMarker = "<!-- everything below this line is written by hand and kept when the benchmark rewrites the file -->"
+
+// thousands formats n with a space every three digits.
+func thousands(n float64) string {
+	s := strconv.FormatInt(int64(math.Round(n)), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func ms(v float64) string {
+	switch {
+	case v < 10:
+		return fmt.Sprintf("%.2f ms", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f ms", v)
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+func failed(err string) string {
+	if err == "" {
+		return "not run (--only)"
+	}
+	return "FAILED: " + mdEscape(err)
+}
+
+// mdEscape keeps text inside one table cell.
+func mdEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "|", "\\|"), "\n", " ")
+}
+
+// markdown renders the report; when the target file already holds a
+// hand-written analysis below analysisMarker, it is kept.
+func (r *results) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	c := r.Config
+	w("# pgrealtime benchmarks\n\n")
+	if r.Quick {
+		w("> **Quick mode**: tiny sizes that only prove every measurement runs. These numbers mean nothing.\n\n")
+	}
+	w("- Date: %s\n", r.Date.Format("2006-01-02 15:04 MST"))
+	w("- Machine: %s\n", r.Machine)
+	w("- PostgreSQL %s: a throwaway cluster started by the benchmark (wal_level=logical, synchronous_commit=on as by default, fsync=off: the disk is not what is measured), on the same machine\n", r.PGVersion)
+	w("- Command: `%s` (what `make bench` runs after building both binaries), %s in all\n", r.Command, r.Elapsed.Round(time.Second))
+	w("- Every process (Postgres, pgrealtime, the client processes, the writers) shares the same cores; all traffic is on 127.0.0.1.\n\n")
+	w("![benchmark chart](benchmarks.png)\n\n")
+
+	w("## Summary\n\n")
+	w("| # | measurement | pgrealtime | reference, same run | target | result |\n|---|---|---|---|---|---|\n")
+	// 1
+	if cu := r.Catchup; r.CatchupErr == "" && cu != nil && len(cu.Runs) > 0 {
+		ref := fmt.Sprintf("pg_recvlogical: %s rows/s (%.2f s)", thousands(cu.RecvRate), cu.RecvSeconds)
+		for i, run := range cu.Runs {
+			label, what := "1", fmt.Sprintf("catch-up: %s rows in %s-row transactions committed while pgrealtime was stopped, %s", thousands(float64(cu.Rows)), thousands(float64(cu.TxRows)), run.Label)
+			if i > 0 {
+				label, what = "1b", "catch-up, same again with "+run.Label+" (`"+strings.Join(run.Flags, " ")+"`)"
+			}
+			if run.SubscriberErr == "" {
+				w("| %s | %s | %s rows/s (%.2f s from process start to the last row at the subscriber) | %s | ≥ 0.8× pg_recvlogical | %.2f× %s |\n",
+					label, what, thousands(run.Rate), run.Seconds, ref, run.Ratio, verdict(run.Ratio >= 0.8))
+			} else {
+				w("| %s | %s | %s rows/s decoded and published (%.2f s), but the subscriber did not get them all: %s | %s | ≥ 0.8× pg_recvlogical, to the subscriber | %.2f× without the subscriber; %s |\n",
+					label, what, thousands(run.Rate), run.Seconds, mdEscape(run.SubscriberErr), ref, run.Ratio, verdict(false))
+			}
+		}
+	} else {
+		w("| 1 | catch-up | %s | | ≥ 0.8× pg_recvlogical | |\n| 1b | catch-up | — | | | |\n", failed(r.CatchupErr))
+	}
+	// 2
+	labels := []string{"2a", "2b", "2c"}
+	for i := 0; i < 3; i++ {
+		if r.LatencyErr != "" && i >= len(r.Latency) {
+			w("| %s | live latency | %s | | | |\n", labels[i], failed(r.LatencyErr))
+			continue
+		}
+		if i >= len(r.Latency) {
+			continue
+		}
+		l := r.Latency[i]
+		target, res := "—", "(no target)"
+		if l.Rate >= 1000 {
+			target = "p50 ≤ 2 ms, p99 ≤ 15 ms"
+			res = verdict(l.Lat.P50 <= 2 && l.Lat.P99 <= 15)
+		}
+		w("| %s | live latency: %s rows/s (single-row transactions) to %s subscriber(s), commit → client | p50 %s · p99 %s · max %s | | %s | %s |\n",
+			labels[i], thousands(float64(l.Rate)), thousands(float64(l.Subs)), ms(l.Lat.P50), ms(l.Lat.P99), ms(l.Lat.Max), target, res)
+	}
+	// 3
+	if f := r.Fanout; f != nil && len(f.Steps) > 0 {
+		s := f.Steps[0]
+		w("| 3a | fan-out: one topic, %s subscribers, %d events/s | %s deliveries/s · p50 %s · p99 %s · CPU %.1f s server, %.1f s clients over %.0f s | Centrifugo (issue 6, same kind of tool): saturates at 50 000–70 000/s, p99 336 ms | ≥ 100 000/s at p99 ≤ 100 ms | %s |\n",
+			thousands(float64(f.Subs)), s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), s.ServerCPU, s.ClientCPU, s.Seconds,
+			verdict(s.PerSec >= 0.95*float64(s.Rate*f.Subs) && s.Lat.P99 <= c.FanoutP99 && (r.Quick || s.PerSec >= 95000)))
+		best := -1
+		for i, s := range f.Steps {
+			if s.Lat.P99 <= c.FanoutP99 && s.Closed == 0 {
+				best = i
+			}
+		}
+		if best >= 0 {
+			s := f.Steps[best]
+			w("| 3b | fan-out: highest step with p99 ≤ %.0f ms | %d events/s: %s deliveries/s · p50 %s · p99 %s | | | stopped: %s |\n",
+				c.FanoutP99, s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), f.StopReason)
+		} else {
+			w("| 3b | fan-out: highest step with p99 ≤ %.0f ms | none | | | stopped: %s |\n", c.FanoutP99, f.StopReason)
+		}
+	} else {
+		w("| 3a | fan-out | %s | | | |\n| 3b | fan-out step-up | — | | | |\n", failed(r.FanoutErr))
+	}
+	// 4
+	labels = []string{"4a", "4b"}
+	for i := 0; i < 2; i++ {
+		if m := r.Memory; m != nil && i < len(m.Points) {
+			p := m.Points[i]
+			heap := ""
+			if m.Metrics {
+				heap = fmt.Sprintf(" (Go heap in use %.1f KiB + goroutine stacks %.1f KiB)", p.HeapKB, p.StackKB)
+			}
+			w("| %s | memory: RSS growth per idle subscribed connection at %s connections | %.1f KiB%s | Centrifugo here (issue 6): ~46 KB | ≤ 12 KB | %s |\n",
+				labels[i], thousands(float64(p.Conns)), p.PerConnKB, heap, verdict(p.PerConnKB*1024 <= 12000))
+		} else {
+			w("| %s | memory | %s | | ≤ 12 KB | |\n", labels[i], failed(r.MemoryErr))
+		}
+	}
+	// 5
+	if wr := r.Writes; r.WritesErr == "" && wr != nil {
+		ps := wr.setup(setupPgrealtime)
+		pr, rv, tr := ps.Ratio, wr.setup(setupRecv).Ratio, wr.setup(setupTrigger).Ratio
+		res := fmt.Sprintf("%.2f× and %.2f×: %s", ratio(pr, rv), ratio(pr, tr), verdict(ratio(pr, rv) >= 0.9 && ratio(pr, tr) >= 2 && ps.keptUp()))
+		if !ps.keptUp() {
+			res = fmt.Sprintf("%.2f× and %.2f×, but pgrealtime fell behind the writers (up to %.0f MB of WAL not yet decoded when they stopped; its subscriber had %.0f%% of the rows 5 s later), so its ratio understates its cost: %s",
+				ratio(pr, rv), ratio(pr, tr), ps.maxLagMB(), 100*ps.minDelivered(), verdict(false))
+		}
+		w("| 5 | write overhead: %d writers, single-row inserts, %.0f s × %d rounds per setup | writers keep %.2f× of their throughput | pg_recvlogical: %.2f×; trigger + pg_notify + LISTEN: %.2f× | ≥ 0.9× pg_recvlogical's, ≥ 2× trigger's | %s |\n",
+			wr.Writers, wr.Seconds, wr.Rounds, pr, rv, tr, res)
+	} else {
+		w("| 5 | write overhead | %s | | | |\n", failed(r.WritesErr))
+	}
+	r.details(&b)
+	md := b.String()
+	if c.Markdown != "" {
+		if old, err := os.ReadFile(c.Markdown); err == nil {
+			if _, hand, ok := strings.Cut(string(old), analysisMarker); ok {
+				return md + "\n" + analysisMarker + hand
+			}
+		}
+	}
+	return md + "\n" + analysisMarker + "\n"
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func (r *results) details(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	if cu := r.Catchup; cu != nil && cu.RecvSeconds > 0 {
+		w("\n## 1. Catch-up\n\n")
+		w("%s rows (table `bench (id bigserial primary key, v int, note text)`) committed in %s-row transactions (%.1f s) while pgrealtime was stopped; pgrealtime's slot and a second slot (`%s`) start at the same point. ",
+			thousands(float64(cu.Rows)), thousands(float64(cu.TxRows)), cu.WriteSeconds, recvSlot)
+		w("`pg_recvlogical --start -o proto_version=1 -o publication_names=… -E <WAL position before the last commit record> -f /dev/null` drained its slot first. Then pgrealtime was started with one subscriber that connects as soon as the port answers and resumes (`since`) from the last position it had seen before the stop. The time runs from the process start to the subscriber's receipt of the last row; pgrealtime's own count of WAL events (`/metrics`, polled every 20 ms) gives the time at which it had decoded and published everything. The second run repeats this over a new backlog of the same size with a send queue that holds the whole backlog.\n\n")
+		w("| consumer | seconds | rows/s | ratio | CPU seconds (own process) |\n|---|---|---|---|---|\n")
+		w("| pg_recvlogical | %.2f | %s | 1 | %.2f |\n", cu.RecvSeconds, thousands(cu.RecvRate), cu.RecvCPU)
+		for _, run := range cu.Runs {
+			flags := "`" + strings.Join(run.Flags, " ") + "`"
+			if run.ServerSeconds > 0 {
+				w("| pgrealtime %s: every row decoded and published | %.2f | %s | %.2f | |\n", flags, run.ServerSeconds, thousands(float64(cu.Rows)/run.ServerSeconds), float64(cu.Rows)/run.ServerSeconds/cu.RecvRate)
+			}
+			if run.SubscriberErr == "" {
+				w("| pgrealtime %s: last row at the subscriber (%s rows received, resumed: %v) | %.2f | %s | %.2f | %.2f |\n", flags, thousands(float64(run.Received)), run.Resumed, run.Seconds, thousands(run.Rate), run.Ratio, run.ServerCPU)
+			} else {
+				w("| pgrealtime %s: the subscriber **did not receive every row** (%s received, resumed: %v): %s | — | — | — | %.2f |\n", flags, thousands(float64(run.Received)), run.Resumed, mdEscape(run.SubscriberErr), run.ServerCPU)
+			}
+		}
+		w("\npg_recvlogical said: %s.\n", cu.RecvEnd)
+	}
+	if len(r.Latency) > 0 {
+		w("\n## 2. Live latency\n\n")
+		w("One writer commits single-row transactions on a fixed schedule; the subscribers (a separate process) take the receive time and subtract the event's `timestamp` (the commit time from Postgres's clock; same machine, same clock). %.0f s per case after a 1 s warm-up; every delivery counts.\n\n", r.Config.LatencyTime.Seconds())
+		w("| rows/s | subscribers | rows written | deliveries (expected) | p50 | p99 | max |\n|---|---|---|---|---|---|---|\n")
+		for _, l := range r.Latency {
+			w("| %s | %s | %s | %s (%s) | %s | %s | %s |\n", thousands(float64(l.Rate)), thousands(float64(l.Subs)), thousands(float64(l.Written)),
+				thousands(float64(l.Lat.Count)), thousands(float64(l.Expected)), ms(l.Lat.P50), ms(l.Lat.P99), ms(l.Lat.Max))
+		}
+	}
+	if f := r.Fanout; f != nil && len(f.Steps) > 0 {
+		w("\n## 3. Fan-out\n\n")
+		w("%s subscribers of `bench.*` in one client process (connected in %.1f s); one writer commits single-row transactions at each rate for %.0f s. Deliveries/s counts what arrived within the window; latency covers every delivery including those drained after it. CPU is user+system seconds over the step from /proc/<pid>/stat. Stopped: %s.\n\n",
+			thousands(float64(f.Subs)), f.ConnectSeconds, r.Config.FanoutStep.Seconds(), f.StopReason)
+		w("| events/s | deliveries/s | p50 | p99 | max | server CPU s (cores) | clients CPU s (cores) | closed |\n|---|---|---|---|---|---|---|---|\n")
+		for _, s := range f.Steps {
+			w("| %d | %s | %s | %s | %s | %.1f (%.2f) | %.1f (%.2f) | %d |\n", s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), ms(s.Lat.Max),
+				s.ServerCPU, s.ServerCPU/s.Seconds, s.ClientCPU, s.ClientCPU/s.Seconds, s.Closed)
+		}
+	}
+	if m := r.Memory; m != nil && len(m.Points) > 0 {
+		w("\n## 4. Memory per idle connection\n\n")
+		w("A fresh pgrealtime (`--max-connections 25000`); baseline VmRSS after a warm-up round of 100 connections, then idle connections, each subscribed to `bench.*`, held by client processes (at most 10 000 per process), measured after %.0f s idle. Baseline RSS: %s KiB.", r.Config.IdleWait.Seconds(), thousands(float64(m.BaseRSSKB)))
+		if m.Metrics {
+			w(" The Go runtime's own figures come from `/metrics`.")
+		}
+		w("\n\n| idle connections | RSS KiB | RSS growth per connection | Go heap in use per connection | goroutine stacks per connection | goroutines per connection |\n|---|---|---|---|---|---|\n")
+		for _, p := range m.Points {
+			w("| %s | %s | %.1f KiB | %.1f KiB | %.1f KiB | %.1f |\n", thousands(float64(p.Conns)), thousands(float64(p.RSSKB)), p.PerConnKB, p.HeapKB, p.StackKB, p.Goroutines)
+		}
+	}
+	if wr := r.Writes; wr != nil && len(wr.Setups) > 0 && len(wr.Setups[0].TPS) > 0 {
+		w("\n## 5. Write overhead\n\n")
+		w("%d writers, each on its own connection, insert single-row transactions as fast as they can for %.0f s per setup; the setups alternate, %d round(s). Before each setup every inactive slot is advanced to the end of WAL, so no consumer drains an earlier backlog. pgrealtime runs with one subscriber; the trigger setup is an `AFTER INSERT … FOR EACH ROW` trigger calling `pg_notify('bench_changes', row_to_json(NEW)::text)` with one LISTEN connection receiving.\n\n", wr.Writers, wr.Seconds, wr.Rounds)
+		w("| setup | tx/s per round | mean tx/s | ratio to nothing attached | WAL not yet decoded when the writers stopped, per round | consumer received / written, 5 s after the writers stopped, per round |\n|---|---|---|---|---|---|\n")
+		for _, s := range wr.Setups {
+			var per []string
+			for _, v := range s.TPS {
+				per = append(per, thousands(v))
+			}
+			got, lag := "—", "—"
+			if s.Name == setupRecv || s.Name == setupPgrealtime {
+				var ls []string
+				for _, l := range s.LagMB {
+					ls = append(ls, fmt.Sprintf("%.1f MB", l))
+				}
+				lag = strings.Join(ls, ", ")
+			}
+			var gs []string
+			for i, d := range s.Delivered {
+				if d >= 0 {
+					gs = append(gs, thousands(float64(d))+" / "+thousands(float64(s.Written[i])))
+				}
+			}
+			if len(gs) > 0 {
+				got = strings.Join(gs, ", ")
+			}
+			w("| %s | %s | %s | %.2f× | %s | %s |\n", s.Name, strings.Join(per, ", "), thousands(s.Mean), s.Ratio, lag, got)
+		}
+		w("\nA consumer that falls behind makes its walsender wait, which leaves more CPU to the writers: a setup's ratio is only comparable when its consumer keeps up.\n")
+	}
+	if len(r.Load) > 0 {
+		w("\n## Machine load during each measurement\n\n")
+		w("Busy cores are from /proc/stat over the measurement: every process on the machine counts, the benchmark's own (Postgres, pgrealtime, client processes, writers) and anything else running at the time. Out of %d.\n\n", nprocs())
+		w("| measurement | seconds | busy cores | load average at the end (1, 5, 15 min) |\n|---|---|---|---|\n")
+		for _, l := range r.Load {
+			w("| %s | %.0f | %.2f | %s |\n", l.Name, l.Seconds, l.BusyCores, l.LoadAvg)
+		}
+	}
+	if errs := r.errors(); len(errs) > 0 {
+		w("\n## Failures\n\n")
+		for _, e := range errs {
+			w("- %s\n", e)
+		}
+	}
+}
