@@ -586,10 +586,26 @@ func (r *Reader) finish(conn *pgx.Conn, repl *pgconn.PgConn) error {
 	defer cancel()
 	if err := r.acknowledge(ctx, conn, repl); err != nil {
 		r.log.Warn().Err(err).Msg("final acknowledgement")
+	} else if err := endCopy(repl); err != nil {
+		r.log.Warn().Err(err).Msg("final acknowledgement: end of stream not confirmed by the server")
 	} else {
 		r.log.Info().Str(logLSN, r.ackLSN.String()).Msg("replication stream stopped; final position acknowledged")
 	}
 	return nil
+}
+
+// endCopy ends the COPY of the replication stream and waits (bounded) for
+// the server's answer: once it arrives, the walsender has processed the
+// final standby status, so the slot's confirmed position is up to date
+// before the process exits.
+func endCopy(repl *pgconn.PgConn) error {
+	nc := repl.Conn()
+	if err := nc.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		return err
+	}
+	defer nc.SetDeadline(time.Time{})
+	_, err := pglogrepl.SendStandbyCopyDone(context.Background(), repl)
+	return err
 }
 
 func (r *Reader) slotStats(ctx context.Context, conn *pgx.Conn) {

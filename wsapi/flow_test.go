@@ -287,7 +287,7 @@ func TestShutdownBounded(t *testing.T) {
 
 // A peer that does not answer pings is dropped; one that does stays.
 func TestPingDropsDeadPeers(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: func(c *Config) { c.PingInterval = 200 * time.Millisecond }})
+	e := newEnv(t, envOpts{cfg: func(c *Config) { c.PingInterval = 500 * time.Millisecond }})
 	alive := e.dial("")
 	readErr := make(chan error, 1)
 	go func() { // reading answers pings
@@ -296,7 +296,7 @@ func TestPingDropsDeadPeers(t *testing.T) {
 	}()
 	e.dial("") // never reads: never answers a ping
 	e.waitFor("the dead peer to be dropped", func() bool { return e.srv.count.Load() == 1 })
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond) // two more pings
 	if n := e.srv.count.Load(); n != 1 {
 		t.Fatalf("%d connections, want the live one", n)
 	}

@@ -86,8 +86,8 @@ type Config struct {
 	AllowedOrigins   []string
 	LogLevel         zerolog.Level
 	LogFormat        string
-	DataDir          string // dev
-	Yes              bool   // teardown
+	DataDir          string        // dev
+	Yes              bool          // teardown
 	Subject          string        // token
 	Role             string        // token
 	TTL              time.Duration // token
@@ -128,13 +128,13 @@ func envName(name string) string {
 	return "PGREALTIME_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-func positiveInt(dst *int) func(*Config, string) error {
-	return func(_ *Config, v string) error {
+func positiveInt(dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n <= 0 {
 			return fmt.Errorf("must be a positive integer, got %q", v)
 		}
-		*dst = n
+		*dst(c) = n
 		return nil
 	}
 }
@@ -206,9 +206,9 @@ var options = []option{
 	{name: "admin-role", def: "admin", help: "`role` claim that may subscribe to `*` and bypasses `read` rules", cmds: cmdServe | cmdDev,
 		set: nonEmpty(func(c *Config) *string { return &c.AdminRole })},
 	{name: "max-connections", def: "10000", help: "open WebSockets; further upgrades get HTTP 503", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.MaxConnections)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.MaxConnections })},
 	{name: "max-subscriptions", def: "100", help: "subscriptions per connection", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.MaxSubscriptions)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.MaxSubscriptions })},
 	{name: "subscribe-rate", def: "10", help: "subscribe/unsubscribe requests per second per connection (burst the same)", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -231,9 +231,9 @@ var options = []option{
 			return nil
 		}},
 	{name: "send-queue", def: "1024", help: "per-connection outbound queue; overflow closes with 4008", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.SendQueue)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.SendQueue })},
 	{name: "history-size", def: "10000", help: "events kept in memory for resume with `since`", cmds: cmdServe | cmdDev,
-		set: func(c *Config, v string) error { return positiveInt(&c.HistorySize)(c, v) }},
+		set: positiveInt(func(c *Config) *int { return &c.HistorySize })},
 	{name: "allowed-origins", docDef: "(same host only)", help: "comma list of origins allowed to open a WebSocket (`https://app.example.com`, `*.example.com`, `*`); default: same host only; requests without Origin are allowed", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			c.AllowedOrigins = nil

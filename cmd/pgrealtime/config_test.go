@@ -176,6 +176,8 @@ func TestBadSettingsExit2(t *testing.T) {
 		{"yaml unknown key", serve("--config=" + unknownKey), envOf(), []string{"--config", "line 3", "reed"}},
 		{"yaml wrong type", serve("--config=" + wrongType), envOf(), []string{"--config", "line 3"}},
 		{"unreadable jwks", serve("--jwks-file=/nonexistent/jwks.json"), envOf(), []string{"--jwks-file", "/nonexistent/jwks.json"}},
+		{"malformed jwks", serve("--jwks-file=" + writeFile(t, "jwks.json", `{"keys":[{"kty":"RSA","kid":"k"}]}`)), envOf(), []string{"--jwks-file"}},
+		{"jwks not json", serve(), envOf("PGREALTIME_JWKS_FILE", writeFile(t, "jwks2.json", "hello")), []string{"PGREALTIME_JWKS_FILE"}},
 		{"teardown without yes", []string{"teardown"}, envOf("DATABASE_URL", "postgres://x/y"), []string{"--yes", "add --yes"}},
 		{"teardown yes=false env", []string{"teardown"}, envOf("PGREALTIME_YES", "false", "DATABASE_URL", "postgres://x/y"), []string{"--yes"}},
 		{"teardown bad yes env", []string{"teardown"}, envOf("PGREALTIME_YES", "sure"), []string{"PGREALTIME_YES"}},
@@ -226,5 +228,18 @@ func TestDevRulesDecode(t *testing.T) {
 func TestEnvNames(t *testing.T) {
 	if got := envName("max-message-bytes"); got != "PGREALTIME_MAX_MESSAGE_BYTES" {
 		t.Fatal(got)
+	}
+}
+
+// TestDevWithoutPostgres: on a machine without the server binaries, dev
+// exits 1 and says what to install.
+func TestDevWithoutPostgres(t *testing.T) {
+	saved := findBinDir
+	findBinDir = func() (string, error) { return "", errors.New("not found") }
+	defer func() { findBinDir = saved }()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"dev", "--listen", "127.0.0.1:0"}, envOf(), &out, &errb)
+	if exitCode(err) != 1 || !strings.Contains(err.Error(), "apt-get install -y postgresql") {
+		t.Fatalf("dev without postgres: %v (exit %d)", err, exitCode(err))
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,6 +85,25 @@ func TestServeDeliversAndShutsDown(t *testing.T) {
 		t.Errorf("no listening log line with %s", srv.addr)
 	}
 
+	// No --config: deny by default, said in the log; a user token is refused.
+	if !strings.Contains(srv.stderr.String(), "deny by default") {
+		t.Error("no deny-by-default warning without --config")
+	}
+	userTok, err := signToken(testSecret, map[string]any{"sub": "u1", "role": "user", "exp": time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := dialWS(ctx, t, srv.addr, userTok)
+	if r, _ := u.subscribe(ctx, "u", []string{"posts.*"}, ""); r.str("code") != "forbidden" {
+		t.Errorf("user subscribe without rules: %v, want forbidden", r)
+	}
+	// Default --allowed-origins: same host only.
+	_, resp, err := websocket.Dial(ctx, "ws://"+srv.addr+"/realtime", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Origin": {"https://evil.example"}, "Authorization": {"Bearer " + adminToken(t)}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("foreign Origin: err %v, response %v; want 403", err, resp)
+	}
+
 	c := dialWS(ctx, t, srv.addr, adminToken(t))
 	reply, _ := c.subscribe(ctx, "1", []string{"posts.*"}, "")
 	if reply.str("type") != "subscribed" {
@@ -97,7 +117,7 @@ func TestServeDeliversAndShutsDown(t *testing.T) {
 
 	stopAt := time.Now()
 	srv.signal(syscall.SIGTERM)
-	_, err := c.read(ctx)
+	_, err = c.read(ctx)
 	if status := websocket.CloseStatus(err); status != websocket.StatusGoingAway {
 		t.Errorf("after SIGTERM the client got %v (status %d), want close 1001", err, status)
 	}
