@@ -206,6 +206,7 @@ func (e *benchEnv) setupDB(ctx context.Context) error {
 	e.srv.Secret = hex.EncodeToString(secret)
 	e.srv.DatabaseURL = e.dbURL
 	e.srv.WorkDir = e.work
+	e.srv.Extra = e.cfg.ServerArgs
 	e.srv.RulesFile = filepath.Join(e.work, "rules.yaml")
 	if err := os.WriteFile(e.srv.RulesFile, []byte("collections:\n  bench:\n    read: \"true\"\n"), 0o644); err != nil {
 		return err

@@ -112,6 +112,9 @@ func (r *results) markdown() string {
 	w("- Machine: %s\n", r.Machine)
 	w("- PostgreSQL %s: a throwaway cluster started by the benchmark (wal_level=logical, synchronous_commit=on as by default, fsync=off: the disk is not what is measured), on the same machine\n", r.PGVersion)
 	w("- Command: `%s` (what `make bench` runs after building both binaries), %s in all\n", r.Command, r.Elapsed.Round(time.Second))
+	if len(c.ServerArgs) > 0 {
+		w("- **Not pgrealtime's defaults**: every server ran with `%s`\n", strings.Join(c.ServerArgs, " "))
+	}
 	w("- Every process (Postgres, pgrealtime, the client processes, the writers) shares the same cores; all traffic is on 127.0.0.1.\n\n")
 	w("![benchmark chart](benchmarks.png)\n\n")
 
