@@ -366,5 +366,14 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   await sleep(1500);
   assert.equal(await expiring.locator('#status').getAttribute('data-state'), 'closed', 'no reconnect with an expired token');
   await expiring.close();
+
+  // 11. Re-authenticating as a plain user (no rules file: only admins may
+  //     read) revokes posts.*, and the page shows it.
+  const userToken = jwtHS256(secret, { sub: 'ann', role: 'user', exp: Math.floor(Date.now() / 1000) + 3600 });
+  await page.fill('#token', userToken);
+  await page.click('#reauth');
+  await waitFor('authenticated notice', () => page.waitForSelector('#notices li:has-text("authenticated as ann")', { timeout: 10_000 }));
+  await waitFor('posts.* revoked', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="error"]', { timeout: 10_000 }));
+  assert.equal(await page.locator('#notices li[data-code="revoked"]').count(), 1);
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
 });
