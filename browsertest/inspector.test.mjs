@@ -354,7 +354,7 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
 
   // 10. A token that expires while connected: the server closes with 4001,
   //     the page says so and does not reconnect with the dead token.
-  const shortToken = jwtHS256(secret, { sub: 'shortlived', role: 'admin', exp: Math.floor(Date.now() / 1000) + 3 });
+  const shortToken = jwtHS256(secret, { sub: 'shortlived', role: 'admin', exp: Math.floor(Date.now() / 1000) + 8 }); // room for a slow connect
   const expiring = await ctx.newPage();
   await expiring.goto(base + '/');
   await expiring.fill('#token', shortToken);
