@@ -101,6 +101,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 		slog.Warn().Str("admin_role", cfg.AdminRole).
 			Msg("no --config rules file: deny by default, only tokens with the admin role may subscribe")
 	}
+	if n := len(cfg.JWTSecret); n > 0 && n < 32 {
+		slog.Warn().Int("bytes", n).Msg("--jwt-secret is short: use at least 32 random bytes, anyone who guesses it can mint admin tokens")
+	}
 	if cfg.JWTSecret == "" && cfg.JWKSFile == "" {
 		slog.Warn().Msg("neither --jwt-secret nor --jwks-file: every connection is anonymous")
 	}
