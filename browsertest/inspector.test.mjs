@@ -262,6 +262,8 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.equal(detail.action, 'create');
   assert.equal(detail.collection, 'posts');
   assert.equal(detail.record.title, 'written while down r2-3');
+  assert.equal(await page.locator('#detail-json .j-num').first().innerText(), String(written[written.length - 2]), 'numbers highlighted as numbers');
+  assert.equal(await page.locator('#detail-json .j-key').first().innerText(), '"type":');
 
   // 6. The other actions, each with its own badge: update, delete, custom
   //    (NOTIFY), truncate.
