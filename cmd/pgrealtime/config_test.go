@@ -230,3 +230,16 @@ func TestEnvNames(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// TestDevWithoutPostgres: on a machine without the server binaries, dev
+// exits 1 and says what to install.
+func TestDevWithoutPostgres(t *testing.T) {
+	saved := findBinDir
+	findBinDir = func() (string, error) { return "", errors.New("not found") }
+	defer func() { findBinDir = saved }()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"dev", "--listen", "127.0.0.1:0"}, envOf(), &out, &errb)
+	if exitCode(err) != 1 || !strings.Contains(err.Error(), "apt-get install -y postgresql") {
+		t.Fatalf("dev without postgres: %v (exit %d)", err, exitCode(err))
+	}
+}

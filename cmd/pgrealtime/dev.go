@@ -19,6 +19,10 @@ import (
 //go:embed dev-rules.yaml
 var devRules []byte
 
+// findBinDir is pgcluster.FindBinDir; a test replaces it to play a machine
+// without PostgreSQL.
+var findBinDir = pgcluster.FindBinDir
+
 // devInsertExample is the SQL the dev banner suggests; it must work on
 // sql/demo.sql's schema and be readable under dev-rules.yaml.
 const devInsertExample = `INSERT INTO posts (title, body) VALUES ('hello', 'from psql');`
@@ -43,7 +47,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		_, _ = rand.Read(b)
 		cfg.JWTSecret = hex.EncodeToString(b)
 	}
-	if _, err := pgcluster.FindBinDir(); err != nil {
+	if _, err := findBinDir(); err != nil {
 		return fmt.Errorf("dev needs the PostgreSQL server binaries (initdb, pg_ctl): install them with `apt-get install -y postgresql` (Debian/Ubuntu, as root) and run again")
 	}
 
@@ -52,6 +56,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cluster, err := pgcluster.Start(startCtx, pgcluster.Options{Dir: cfg.DataDir})
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // Ctrl-C while starting
+		}
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	defer func() {
@@ -70,6 +77,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	err = loadDemo(lctx, cfg.DatabaseURL)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("load demo schema: %w", err)
 	}
 
