@@ -66,10 +66,10 @@ type Broker interface {
 	// Subscribe adds patterns for sub, atomically: either all are added or
 	// none. It returns the position of the last event published when the
 	// subscription took effect (zero before the first event). With since,
-	// retained events after *since that match the new patterns (and none of
-	// sub's existing ones) are passed to sub.Replay first. When *since is
-	// ahead of everything published, Subscribe waits (up to ctx) for the
-	// stream to reach it.
+	// retained events after *since that match the new patterns and that no
+	// existing pattern of sub has delivered are passed to sub.Replay first.
+	// When *since is ahead of everything published, Subscribe waits (up to
+	// ctx) for the stream to reach it.
 	Subscribe(ctx context.Context, sub Subscriber, patterns []Pattern, since *Position) (Position, error)
 	// Unsubscribe removes patterns of sub; unknown ones are ignored.
 	Unsubscribe(sub Subscriber, patterns []Pattern)

@@ -53,8 +53,12 @@ var _ Broker = (*Memory)(nil)
 
 // member is one subscriber's state.
 type member struct {
-	sub      Subscriber
-	patterns map[topicKey]struct{}
+	sub Subscriber
+	// patterns maps each pattern to the position after which it delivers
+	// (the since it was replayed from, or the last position when it was
+	// added live), so that a later resume replays exactly what no existing
+	// pattern delivered.
+	patterns map[topicKey]Position
 	lastSeq  uint64
 }
 
@@ -210,6 +214,18 @@ func (mb *member) matches(ev *Event) bool {
 	return false
 }
 
+// delivered reports whether one of mb's patterns has delivered ev (it
+// matches ev and was in place before ev).
+func (mb *member) delivered(ev *Event) bool {
+	keys, n := eventKeys(ev)
+	for i := 0; i < n; i++ {
+		if from, ok := mb.patterns[keys[i]]; ok && from.Less(ev.Position) {
+			return true
+		}
+	}
+	return false
+}
+
 // PublishLive implements Broker.
 func (m *Memory) PublishLive(ctx context.Context, ev *Event) error {
 	ev.Position = Position{}
@@ -278,18 +294,22 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 		replay = m.replayLocked(mb, patterns, *since)
 	}
 	if mb == nil {
-		mb = &member{sub: sub, patterns: make(map[topicKey]struct{}, len(patterns))}
+		mb = &member{sub: sub, patterns: make(map[topicKey]Position, len(patterns))}
 		m.members[sub] = mb
 	}
 	if len(replay) > 0 {
 		sub.Replay(replay)
+	}
+	from := m.last
+	if since != nil {
+		from = *since
 	}
 	for _, p := range patterns {
 		k := keyOf(p)
 		if _, ok := mb.patterns[k]; ok {
 			continue
 		}
-		mb.patterns[k] = struct{}{}
+		mb.patterns[k] = from
 		set := m.index[k]
 		if set == nil {
 			set = make(map[*member]struct{})
@@ -309,11 +329,11 @@ func (m *Memory) resumableLocked(since Position) bool {
 }
 
 // replayLocked collects retained events after since that match the new
-// patterns and none of the member's existing ones.
+// patterns and that none of the member's existing patterns delivered.
 func (m *Memory) replayLocked(mb *member, patterns []Pattern, since Position) []*Event {
-	fresh := &member{patterns: make(map[topicKey]struct{}, len(patterns))}
+	fresh := &member{patterns: make(map[topicKey]Position, len(patterns))}
 	for _, p := range patterns {
-		fresh.patterns[keyOf(p)] = struct{}{}
+		fresh.patterns[keyOf(p)] = since
 	}
 	// Binary search for the first retained event after since.
 	lo, hi := 0, m.histLen
@@ -328,7 +348,7 @@ func (m *Memory) replayLocked(mb *member, patterns []Pattern, since Position) []
 	var out []*Event
 	for i := lo; i < m.histLen; i++ {
 		ev := m.historyAt(i)
-		if fresh.matches(ev) && (mb == nil || !mb.matches(ev)) {
+		if fresh.matches(ev) && (mb == nil || !mb.delivered(ev)) {
 			out = append(out, ev)
 		}
 	}

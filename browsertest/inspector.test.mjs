@@ -262,6 +262,8 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.equal(detail.action, 'create');
   assert.equal(detail.collection, 'posts');
   assert.equal(detail.record.title, 'written while down r2-3');
+  assert.equal(await page.locator('#detail-json .j-num').first().innerText(), String(written[written.length - 2]), 'numbers highlighted as numbers');
+  assert.equal(await page.locator('#detail-json .j-key').first().innerText(), '"type":');
 
   // 6. The other actions, each with its own badge: update, delete, custom
   //    (NOTIFY), truncate.
@@ -354,7 +356,7 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
 
   // 10. A token that expires while connected: the server closes with 4001,
   //     the page says so and does not reconnect with the dead token.
-  const shortToken = jwtHS256(secret, { sub: 'shortlived', role: 'admin', exp: Math.floor(Date.now() / 1000) + 3 });
+  const shortToken = jwtHS256(secret, { sub: 'shortlived', role: 'admin', exp: Math.floor(Date.now() / 1000) + 8 }); // room for a slow connect
   const expiring = await ctx.newPage();
   await expiring.goto(base + '/');
   await expiring.fill('#token', shortToken);
@@ -366,5 +368,14 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   await sleep(1500);
   assert.equal(await expiring.locator('#status').getAttribute('data-state'), 'closed', 'no reconnect with an expired token');
   await expiring.close();
+
+  // 11. Re-authenticating as a plain user (no rules file: only admins may
+  //     read) revokes posts.*, and the page shows it.
+  const userToken = jwtHS256(secret, { sub: 'ann', role: 'user', exp: Math.floor(Date.now() / 1000) + 3600 });
+  await page.fill('#token', userToken);
+  await page.click('#reauth');
+  await waitFor('authenticated notice', () => page.waitForSelector('#notices li:has-text("authenticated as ann")', { timeout: 10_000 }));
+  await waitFor('posts.* revoked', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="error"]', { timeout: 10_000 }));
+  assert.equal(await page.locator('#notices li[data-code="revoked"]').count(), 1);
   assert.deepEqual(pageErrors, [], 'no script errors in the page');
 });

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/pgrealtime/pgrealtime/broker"
 )
@@ -39,6 +42,14 @@ func ParseCustomPayload(b []byte) (CustomPayload, error) {
 	}
 	if err := requiredString(raw.Collection, "collection", &p.Collection); err != nil {
 		return p, err
+	}
+	// The same rule as POST /api/broadcast: a collection no topic pattern
+	// can name would be accepted and then never delivered.
+	switch {
+	case len(p.Collection) > broker.MaxPatternLen:
+		return p, fmt.Errorf(`"collection" is longer than %d bytes`, broker.MaxPatternLen)
+	case strings.ContainsAny(p.Collection, ".*") || strings.IndexFunc(p.Collection, unicode.IsSpace) >= 0:
+		return p, errors.New(`"collection" must not contain ".", "*" or whitespace`)
 	}
 	if err := requiredString(raw.Event, "event", &p.Event); err != nil {
 		return p, err

@@ -86,6 +86,14 @@ func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 		code, _, _ := e.httpDo("GET", "/readyz", "", "")
 		return code == 200
 	})
+	// Readiness is the WAL stream; the NOTIFY listener connects on its own:
+	// wait for it too, or a test's first pg_notify may go unheard.
+	e.waitFor("the NOTIFY listener", func() bool {
+		var n int
+		err := db.QueryRow(e.ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN %'`).Scan(&n)
+		return err == nil && n > 0
+	})
 	return &pgEnv{env: e, db: db, reader: r}
 }
 

@@ -335,6 +335,23 @@ func Run(t *testing.T, newBroker NewBroker) {
 		}
 	})
 
+	t.Run("ResumeReplaysEventsAnOverlappingLaterPatternDidNotDeliver", func(t *testing.T) {
+		b := newBroker(t, historySize)
+		r := NewRecorder()
+		publish(t, b, Tx(100, "posts/create/1"))
+		publish(t, b, Tx(150, "posts/update/1"))
+		// posts.1 goes live after 0/96:1: that event never reached r.
+		subscribe(t, b, r, nil, "posts.1")
+		publish(t, b, Tx(200, "posts/update/1"))
+		r.WaitN(t, 1)
+		since := broker.Position{LSN: 100, Index: 1}
+		subscribe(t, b, r, &since, "posts")
+		got := settle(r)
+		if fmt.Sprint(positions(got)) != "[0/C8:1 0/96:1]" {
+			t.Fatalf("got %v, want [0/C8:1 0/96:1]: an event after since that no pattern delivered was skipped, or one was duplicated", positions(got))
+		}
+	})
+
 	t.Run("ResumeIsGaplessUnderConcurrentPublishing", func(t *testing.T) {
 		b := newBroker(t, 1000)
 		const n = 400

@@ -249,7 +249,7 @@ var options = []option{
 			}
 			return nil
 		}},
-	{name: "log-level", def: "info", help: "trace, debug, info, warn, error or disabled", cmds: cmdServe | cmdDev | cmdTeardown,
+	{name: "log-level", def: "info", help: "trace, debug, info, warn, error or disabled", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			switch strings.ToLower(strings.TrimSpace(v)) {
 			case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":
@@ -263,7 +263,7 @@ var options = []option{
 			c.LogLevel = l
 			return nil
 		}},
-	{name: "log-format", def: "json", devDef: "console", help: "`json` or `console` (human-readable)", cmds: cmdServe | cmdDev | cmdTeardown,
+	{name: "log-format", def: "json", devDef: "console", help: "`json` or `console` (human-readable)", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			switch v {
 			case "json", "console":

@@ -189,3 +189,19 @@ func TestReadmeLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeListsEveryMetric: every metric defined in internal/metrics is
+// documented in the README.
+func TestReadmeListsEveryMetric(t *testing.T) {
+	readme := string(repoFile(t, "README.md"))
+	src := string(repoFile(t, "internal/metrics/metrics.go"))
+	names := regexp.MustCompile(`Name: "([a-z_]+)"`).FindAllStringSubmatch(src, -1)
+	if len(names) < 10 {
+		t.Fatalf("found only %d metric names in internal/metrics", len(names))
+	}
+	for _, n := range names {
+		if !strings.Contains(readme, "`pgrealtime_"+n[1]+"`") {
+			t.Errorf("README does not document pgrealtime_%s", n[1])
+		}
+	}
+}

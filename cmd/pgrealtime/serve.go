@@ -101,6 +101,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 		slog.Warn().Str("admin_role", cfg.AdminRole).
 			Msg("no --config rules file: deny by default, only tokens with the admin role may subscribe")
 	}
+	if n := len(cfg.JWTSecret); n > 0 && n < 32 {
+		slog.Warn().Int("bytes", n).Msg("--jwt-secret is short: use at least 32 random bytes, anyone who guesses it can mint admin tokens")
+	}
 	if cfg.JWTSecret == "" && cfg.JWKSFile == "" {
 		slog.Warn().Msg("neither --jwt-secret nor --jwks-file: every connection is anonymous")
 	}
@@ -115,6 +118,12 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	if err != nil {
 		return fmt.Errorf("listen on %s (--listen): %w", cfg.Listen, err)
 	}
+	slog.Info().Str("publication", cfg.Publication).Str("slot", cfg.Slot).Str("notify_channel", cfg.NotifyChannel).
+		Str("rules", rulesSource(cfg, opt)).Bool("jwt_secret", cfg.JWTSecret != "").Str("jwks_file", cfg.JWKSFile).
+		Int("max_connections", cfg.MaxConnections).Int("max_subscriptions", cfg.MaxSubscriptions).
+		Float64("subscribe_rate", cfg.SubscribeRate).Int64("max_message_bytes", cfg.MaxMessageBytes).
+		Int("send_queue", cfg.SendQueue).Int("history_size", cfg.HistorySize).Strs("allowed_origins", cfg.AllowedOrigins).
+		Msg("configuration")
 	slog.Info().Str("addr", ln.Addr().String()).Str("version", version).Msg("listening")
 	hs := &http.Server{
 		Handler:           p.handler,
@@ -209,4 +218,14 @@ func compileAccess(cfg *Config, rc *rules.Config) (*rules.Set, *auth.Verifier, e
 		return nil, nil, configErr(setting, "%v", err)
 	}
 	return set, v, nil
+}
+
+func rulesSource(cfg *Config, opt serveOptions) string {
+	switch {
+	case cfg.ConfigFile != "":
+		return cfg.ConfigFile
+	case opt.defaultRules != nil:
+		return opt.defaultRulesName
+	}
+	return "none (admin role only)"
 }

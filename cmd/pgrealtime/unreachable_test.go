@@ -86,3 +86,47 @@ func TestFatalSetupErrorExit1(t *testing.T) {
 		t.Fatalf("last stderr line %q", last)
 	}
 }
+
+// TestPostgresRestartKeepsClients: pgrealtime does not hold Postgres up (a
+// fast stop completes quickly while it is connected), keeps its WebSocket
+// clients while Postgres is away, and streams again once it is back.
+func TestPostgresRestartKeepsClients(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cluster := pgtest.NewCluster(t)
+	url := cluster.URL("postgres")
+	pgtest.Exec(t, url, `CREATE TABLE posts (id serial PRIMARY KEY, title text)`)
+	addr := freeAddr(t)
+	p := startProc(t, []string{"DATABASE_URL=" + url, "PGREALTIME_JWT_SECRET=" + testSecret}, "serve", "--listen", addr)
+	p.waitHTTP(ctx, "http://"+addr+"/readyz", 200)
+	c := dialWS(ctx, t, addr, adminToken(t))
+	if r, _ := c.subscribe(ctx, "1", []string{"posts.*"}, ""); r.str("type") != "subscribed" {
+		t.Fatalf("subscribe: %v", r)
+	}
+	execSQL(ctx, t, url, `INSERT INTO posts (title) VALUES ('before')`)
+	if ev := c.nextEvent(ctx); recordTitle(ev) != "before" {
+		t.Fatalf("event %v", ev)
+	}
+
+	start := time.Now()
+	if err := cluster.Stop(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("pg_ctl stop -m fast took %v with pgrealtime connected", d)
+	}
+	p.waitHTTP(ctx, "http://"+addr+"/readyz", 503)
+	if err := cluster.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.waitHTTP(ctx, "http://"+addr+"/readyz", 200)
+	execSQL(ctx, t, url, `INSERT INTO posts (title) VALUES ('after')`)
+	// The same socket, never closed, gets the row written after the restart.
+	if ev := c.nextEvent(ctx); recordTitle(ev) != "after" {
+		t.Fatalf("after the restart: %v", ev)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

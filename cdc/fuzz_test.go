@@ -1,0 +1,83 @@
+package cdc
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/pgrealtime/pgrealtime/broker"
+)
+
+// FuzzParseCustomPayload checks that no NOTIFY / pgrealtime.broadcast
+// payload crashes the parser, and that every accepted payload becomes a
+// custom event that encodes to valid JSON carrying the same fields and that
+// a subscriber can actually match (PROTOCOL sections 2 and 5).
+// Run longer with: go test ./cdc -run '^$' -fuzz FuzzParseCustomPayload -fuzztime 1m
+func FuzzParseCustomPayload(f *testing.F) {
+	for _, s := range []string{
+		`{"collection":"chat","event":"typing"}`,
+		`{"collection":"chat","event":"typing","record_id":"room1","data":{"user":"ann"}}`,
+		`{"collection":"chat","event":"typing","record_id":null,"data":null,"extra":1}`,
+		` {"collection":"audit:logins","event":"e","data":[1,"x",{"k":null}]} `,
+		`{"collection":"chat","event":"typing","data":"\u2028<&>"}`,
+		`{"collection":"a.b","event":"e"}`,
+		`{"collection":"*","event":"e"}`,
+		`{"collection":"c d","event":"e"}`,
+		`{"collection":"c","event":"e","data":{"a":1}}x`,
+		`{"collection":"c","event":"e","data":` + "\n{\n\"a\" :\t1}\n}",
+		``, `[]`, `"x"`, `{`, `{"collection":1,"event":"e"}`, `{"collection":"c","event":"e","record_id":7}`,
+		"{\"collection\":\"\xff\",\"event\":\"e\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseCustomPayload(b)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		if p.Collection == "" || p.Event == "" {
+			t.Fatalf("accepted %q with an empty collection or event: %+v", b, p)
+		}
+		pat, err := broker.ParsePattern(p.Collection)
+		if err != nil || pat.All || pat.Collection != p.Collection || pat.ID != "" {
+			t.Fatalf("accepted %q whose collection %q no topic pattern can name (%+v, %v): it could never be delivered", b, p.Collection, pat, err)
+		}
+		ev := p.ToEvent(time.Unix(0, 0), broker.Position{LSN: 1, Index: 1})
+		enc, err := ev.Encode()
+		if err != nil {
+			t.Fatalf("encode %+v: %v", p, err)
+		}
+		var got struct {
+			Type       string          `json:"type"`
+			Collection string          `json:"collection"`
+			Event      string          `json:"event"`
+			RecordID   *string         `json:"record_id"`
+			Data       json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(enc, &got); err != nil {
+			t.Fatalf("encoded event is not JSON: %v\n%s", err, enc)
+		}
+		if got.Type != "custom_event" || got.Event != p.Event {
+			t.Fatalf("encoded %s from %+v", enc, p)
+		}
+		if bytes.ContainsRune([]byte(p.Collection), 0xFFFD) == false && got.Collection != p.Collection {
+			t.Fatalf("collection %q encoded as %q", p.Collection, got.Collection)
+		}
+		if (got.RecordID != nil) != (p.RecordID != "") {
+			t.Fatalf("record_id %q encoded as %v", p.RecordID, got.RecordID)
+		}
+		if (len(got.Data) > 0) != (len(p.Data) > 0) {
+			t.Fatalf("data %q encoded as %q", p.Data, got.Data)
+		}
+		if len(p.Data) > 0 {
+			var a, c bytes.Buffer
+			if json.Compact(&a, p.Data) != nil || json.Compact(&c, got.Data) != nil || a.String() != c.String() {
+				t.Fatalf("data %q encoded as %q", p.Data, got.Data)
+			}
+		}
+	})
+}
