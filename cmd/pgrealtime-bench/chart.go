@@ -148,15 +148,24 @@ func (r *results) catchupPlot() *plot.Plot {
 		vals := make([]float64, n)
 		vals[i+1] = run.Rate
 		c := colMain
-		name := fmt.Sprintf("pgrealtime, %s\n%s rows/s (%.2fx)", run.Label, thousands(run.Rate), run.Ratio)
+		short := "default queue"
+		if i > 0 {
+			short = "queue = backlog"
+		}
+		name := fmt.Sprintf("pgrealtime (%s)\n%s rows/s\nat the subscriber (%.2fx)", short, thousands(run.Rate), run.Ratio)
 		if run.SubscriberErr != "" {
 			c = colSecnd
-			name = fmt.Sprintf("pgrealtime, %s\n%s rows/s published,\nsubscriber dropped", run.Label, thousands(run.Rate))
+			name = fmt.Sprintf("pgrealtime (%s)\n%s rows/s published;\nsubscriber dropped", short, thousands(run.Rate))
 		}
 		p.Add(bars(vals, vg.Points(45), c, 0))
 		names = append(names, name)
 	}
 	p.NominalX(names...)
+	p.Y.Max = cu.RecvRate
+	for _, run := range cu.Runs {
+		p.Y.Max = math.Max(p.Y.Max, run.Rate)
+	}
+	p.Y.Max *= 1.1
 	p.Title.Text = fmt.Sprintf("1. Catch-up of %s rows (rows/s)", thousands(float64(cu.Rows)))
 	return p
 }
@@ -197,7 +206,7 @@ func (r *results) fanoutPlot() *plot.Plot {
 	steps := slices.Clone(f.Steps)
 	slices.SortFunc(steps, func(a, b fanoutStep) int { return a.Rate - b.Rate })
 	for _, s := range steps {
-		xys = append(xys, plotter.XY{X: s.PerSec, Y: s.Lat.P99})
+		xys = append(xys, plotter.XY{X: s.PerSec, Y: math.Max(s.Lat.P99, 1)}) // the log axis starts at 1 ms
 		labels = append(labels, fmt.Sprintf("%d ev/s", s.Rate))
 	}
 	line, points, err := plotter.NewLinePoints(xys)
@@ -210,10 +219,16 @@ func (r *results) fanoutPlot() *plot.Plot {
 		}
 	}
 	p.X.Min = 0
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min, p.Y.Max = 1, 1000
 	for _, xy := range xys {
 		p.X.Max = math.Max(p.X.Max, xy.X*1.15)
-		p.Y.Max = math.Max(p.Y.Max, xy.Y*1.35)
+		p.Y.Max = math.Max(p.Y.Max, xy.Y*3)
 	}
+	p.Y.Label.Text = "p99 latency (ms, log scale)"
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.YOffs = vg.Points(10)
 	goal(p, r.Config.FanoutP99, "100 ms")
 	return p
 }
