@@ -44,7 +44,7 @@ type config struct {
 	// ServerArgs are appended to every pgrealtime command line (for
 	// experiments; the published numbers use pgrealtime's defaults).
 	ServerArgs []string
-	Command  string          // the command line, for the report
+	Command    string // the command line, for the report
 }
 
 func defaultConfig(quick bool) config {
