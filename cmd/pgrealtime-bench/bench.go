@@ -108,7 +108,7 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	if cfg.runs("latency") || cfg.runs("fanout") {
-		srv, err := e.startReady(ctx, "--max-connections", "25000")
+		srv, err := e.startLive(ctx, "--max-connections", "25000")
 		if err != nil {
 			return fmt.Errorf("start pgrealtime for the latency and fan-out measurements: %w", err)
 		}
@@ -289,4 +289,20 @@ func (e *benchEnv) prepareSlots(ctx context.Context) error {
 		return err
 	}
 	return e.exec(ctx, `SELECT pg_create_logical_replication_slot('`+recvSlot+`', 'pgoutput')`)
+}
+
+// startLive starts pgrealtime and waits until a row committed now reaches a
+// subscriber. /readyz turns ready when the stream is connected, but after a
+// restart the walsender first re-reads WAL from the slot's restart_lsn
+// (possibly a whole earlier backlog) before it sends anything new.
+func (e *benchEnv) startLive(ctx context.Context, extra ...string) (*server, error) {
+	s, err := e.startReady(ctx, extra...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := e.markerPosition(ctx, s); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("wait for the stream to go live: %w", err)
+	}
+	return s, nil
 }

@@ -159,7 +159,7 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 			return 0, 0, 0, 0, err
 		}
 	case setupPgrealtime:
-		srv, err := e.startReady(ctx)
+		srv, err := e.startLive(ctx)
 		if err != nil {
 			return 0, 0, 0, 0, err
 		}
