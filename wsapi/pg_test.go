@@ -232,7 +232,7 @@ func countAfter(b *broker.Memory, pos broker.Position) int {
 
 type countingSub struct{ n *int }
 
-func (s *countingSub) Deliver(*broker.Event)      {}
+func (s *countingSub) Deliver(*broker.Event)            {}
 func (s *countingSub) DeliverBatch(evs []*broker.Event) { *s.n += len(evs) }
 
 // Record ids of PROTOCOL section 2: composite keys joined with ",", ids
