@@ -35,9 +35,10 @@ type benchEnv struct {
 }
 
 const (
-	dbName   = "bench"
-	slotName = "pgrealtime" // pgrealtime's default slot
-	recvSlot = "bench_recv" // pg_recvlogical's copy
+	dbName    = "bench"
+	slotName  = "pgrealtime"  // pgrealtime's default slot
+	recvSlot  = "bench_recv"  // pg_recvlogical's copy
+	recvSlot2 = "bench_recv2" // and a second one, for a second drain
 	// Columns are named so that none collides with an envelope key the
 	// clients look up (type, timestamp, record_id, position).
 	tableSQL = `CREATE TABLE bench (id bigserial PRIMARY KEY, v integer NOT NULL, note text NOT NULL);
@@ -205,6 +206,7 @@ func (e *benchEnv) setupDB(ctx context.Context) error {
 	e.srv.Secret = hex.EncodeToString(secret)
 	e.srv.DatabaseURL = e.dbURL
 	e.srv.WorkDir = e.work
+	e.srv.Extra = e.cfg.ServerArgs
 	e.srv.RulesFile = filepath.Join(e.work, "rules.yaml")
 	if err := os.WriteFile(e.srv.RulesFile, []byte("collections:\n  bench:\n    read: \"true\"\n"), 0o644); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -193,7 +194,9 @@ func (r *results) fanoutPlot() *plot.Plot {
 	p.X.Label.Text = "deliveries/s"
 	var xys plotter.XYs
 	var labels []string
-	for _, s := range f.Steps {
+	steps := slices.Clone(f.Steps)
+	slices.SortFunc(steps, func(a, b fanoutStep) int { return a.Rate - b.Rate })
+	for _, s := range steps {
 		xys = append(xys, plotter.XY{X: s.PerSec, Y: s.Lat.P99})
 		labels = append(labels, fmt.Sprintf("%d ev/s", s.Rate))
 	}

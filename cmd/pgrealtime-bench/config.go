@@ -41,7 +41,10 @@ type config struct {
 	Chart    string // where to write the chart ("" = none)
 	KeepWork bool
 	Only     map[string]bool // measurements to run; empty = all
-	Command  string // the command line, for the report
+	// ServerArgs are appended to every pgrealtime command line (for
+	// experiments; the published numbers use pgrealtime's defaults).
+	ServerArgs []string
+	Command  string          // the command line, for the report
 }
 
 func defaultConfig(quick bool) config {
@@ -72,6 +75,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	chart := fs.String("chart", "", "write the chart to this file (.png or .svg)")
 	rows := fs.Int("rows", 0, "catch-up rows (default 200000, quick 2000)")
 	keep := fs.Bool("keep", false, "keep the work directory (server logs)")
+	serverArgs := fs.String("server-args", "", "extra pgrealtime flags for every server start, space-separated (experiments only)")
 	only := fs.String("only", "", "comma list of measurements to run (catchup,latency,fanout,memory,writes); default all")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: pgrealtime-bench [flags]\n       pgrealtime-bench clients --url ws://… --n N (client process, started by the benchmark)")
@@ -94,6 +98,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("%w: --chart must end in .png or .svg", errUsage)
 	}
 	cfg.Binary, cfg.Markdown, cfg.Chart, cfg.KeepWork = *bin, *md, *chart, *keep
+	cfg.ServerArgs = strings.Fields(*serverArgs)
 	if *only != "" {
 		cfg.Only = map[string]bool{}
 		for _, m := range strings.Split(*only, ",") {

@@ -16,6 +16,7 @@ type fanoutStep struct {
 	PerSec    float64 `json:"delivered_per_s"`
 	Lat       Latency `json:"latency"`
 	ServerCPU float64 `json:"server_cpu_s"`
+	ServerSys float64 `json:"server_sys_s"` // of which in the kernel
 	ClientCPU float64 `json:"clients_cpu_s"`
 	Closed    int64   `json:"closed"`
 }
@@ -49,48 +50,80 @@ func (e *benchEnv) fanout(ctx context.Context, srv *server) (*fanoutResult, erro
 		return r, err
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, rate := range e.cfg.FanoutRates {
+	// step runs one rate and says why stepping up must stop ("" to go on).
+	step := func(rate int) (fanoutStep, string, error) {
 		st := fanoutStep{Rate: rate}
 		if err := cp.reset(ctx); err != nil {
-			return r, err
+			return st, "", err
 		}
-		s0, _ := cpuTime(srv.Pid())
+		s0u, s0s, _ := cpuTimes(srv.Pid())
 		c0, _ := cpuTime(cp.Pid())
 		t0 := time.Now()
 		st.Written, err = pacedInserts(ctx, conn, rate, e.cfg.FanoutStep)
 		st.Seconds = time.Since(t0).Seconds()
 		if err != nil {
-			return r, err
+			return st, "", err
 		}
 		rep, err := cp.report(ctx)
 		if err != nil {
-			return r, err
+			return st, "", err
 		}
 		st.Delivered = rep.Hist.Count()
 		st.PerSec = float64(st.Delivered) / st.Seconds
 		want := uint64(st.Written) * uint64(r.Subs)
 		if rep, err = cp.drain(ctx, want, 5*time.Second); err != nil {
-			return r, err
+			return st, "", err
 		}
-		s1, _ := cpuTime(srv.Pid())
+		s1u, s1s, _ := cpuTimes(srv.Pid())
 		c1, _ := cpuTime(cp.Pid())
-		st.ServerCPU, st.ClientCPU = (s1 - s0).Seconds(), (c1 - c0).Seconds()
+		st.ServerCPU, st.ClientCPU = (s1u + s1s - s0u - s0s).Seconds(), (c1 - c0).Seconds()
+		st.ServerSys = (s1s - s0s).Seconds()
 		st.Lat, st.Closed = rep.Hist.Summary(), rep.Closed
-		r.Steps = append(r.Steps, st)
 		e.logf("   %d events/s: %.0f deliveries/s, p50 %.1f ms, p99 %.1f ms, max %.1f ms; CPU server %.1f s, clients %.1f s; closed %d",
 			rate, st.PerSec, st.Lat.P50, st.Lat.P99, st.Lat.Max, st.ServerCPU, st.ClientCPU, st.Closed)
+		// Let a backlog drain before the next step.
+		if err := cp.settle(ctx, 20*time.Second); err != nil {
+			return st, "", err
+		}
 		switch {
 		case st.Closed > 0:
-			r.StopReason = fmt.Sprintf("%d subscribers closed at %d events/s (%s)", st.Closed, rate, rep.CloseReason)
+			return st, fmt.Sprintf("%d subscribers closed at %d events/s (%s)", st.Closed, rate, rep.CloseReason), nil
 		case st.Lat.P99 > e.cfg.FanoutP99:
-			r.StopReason = fmt.Sprintf("p99 %.0f ms > %.0f ms at %d events/s", st.Lat.P99, e.cfg.FanoutP99, rate)
+			return st, fmt.Sprintf("p99 %.0f ms > %.0f ms at %d events/s", st.Lat.P99, e.cfg.FanoutP99, rate), nil
 		case float64(st.Written) < 0.9*float64(rate)*e.cfg.FanoutStep.Seconds():
-			r.StopReason = fmt.Sprintf("the writer managed only %d of %d events/s", int(float64(st.Written)/st.Seconds), rate)
+			return st, fmt.Sprintf("the writer managed only %d of %d events/s", int(float64(st.Written)/st.Seconds), rate), nil
 		}
-		if r.StopReason != "" {
+		return st, "", nil
+	}
+	for i, rate := range e.cfg.FanoutRates {
+		st, stop, err := step(rate)
+		if err != nil {
+			return r, err
+		}
+		r.Steps = append(r.Steps, st)
+		if stop == "" {
+			continue
+		}
+		r.StopReason = stop
+		if i > 0 || st.Closed > 0 {
 			return r, nil
 		}
-		time.Sleep(300 * time.Millisecond)
+		// The first step failed: step down to find what does hold.
+		for _, lower := range []int{rate / 2, rate / 5, rate / 10} {
+			if lower < 1 {
+				break
+			}
+			st, stop, err := step(lower)
+			if err != nil {
+				return r, err
+			}
+			r.Steps = append(r.Steps, st)
+			if stop == "" || st.Closed > 0 {
+				break
+			}
+		}
+		r.StopReason += "; then stepped down"
+		return r, nil
 	}
 	r.StopReason = fmt.Sprintf("last step (%d events/s) still within p99 %.0f ms", e.cfg.FanoutRates[len(e.cfg.FanoutRates)-1], e.cfg.FanoutP99)
 	return r, nil

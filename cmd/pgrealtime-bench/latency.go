@@ -114,3 +114,25 @@ func pacedInserts(ctx context.Context, conn *pgx.Conn, rate int, d time.Duration
 		n++
 	}
 }
+
+// settle waits until the client process has received nothing new for half
+// a second (a backlog in the server has drained), or max elapses.
+func (p *clientProc) settle(ctx context.Context, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	last, still := uint64(0), 0
+	for time.Now().Before(deadline) {
+		rep, err := p.report(ctx)
+		if err != nil {
+			return err
+		}
+		if n := rep.Hist.Count(); n == last {
+			if still++; still >= 2 {
+				return nil
+			}
+		} else {
+			last, still = n, 0
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return nil
+}

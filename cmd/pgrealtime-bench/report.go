@@ -112,6 +112,9 @@ func (r *results) markdown() string {
 	w("- Machine: %s\n", r.Machine)
 	w("- PostgreSQL %s: a throwaway cluster started by the benchmark (wal_level=logical, synchronous_commit=on as by default, fsync=off: the disk is not what is measured), on the same machine\n", r.PGVersion)
 	w("- Command: `%s` (what `make bench` runs after building both binaries), %s in all\n", r.Command, r.Elapsed.Round(time.Second))
+	if len(c.ServerArgs) > 0 {
+		w("- **Not pgrealtime's defaults**: every server ran with `%s`\n", strings.Join(c.ServerArgs, " "))
+	}
 	w("- Every process (Postgres, pgrealtime, the client processes, the writers) shares the same cores; all traffic is on 127.0.0.1.\n\n")
 	w("![benchmark chart](benchmarks.png)\n\n")
 
@@ -119,7 +122,11 @@ func (r *results) markdown() string {
 	w("| # | measurement | pgrealtime | reference, same run | target | result |\n|---|---|---|---|---|---|\n")
 	// 1
 	if cu := r.Catchup; r.CatchupErr == "" && cu != nil && len(cu.Runs) > 0 {
-		ref := fmt.Sprintf("pg_recvlogical: %s rows/s (%.2f s)", thousands(cu.RecvRate), cu.RecvSeconds)
+		var drains []string
+		for _, d := range cu.Recv {
+			drains = append(drains, fmt.Sprintf("%.2f", d.Seconds))
+		}
+		ref := fmt.Sprintf("pg_recvlogical: %s rows/s (mean of %s s)", thousands(cu.RecvRate), strings.Join(drains, " and "))
 		for i, run := range cu.Runs {
 			label, what := "1", fmt.Sprintf("catch-up: %s rows in %s-row transactions committed while pgrealtime was stopped, %s", thousands(float64(cu.Rows)), thousands(float64(cu.TxRows)), run.Label)
 			if i > 0 {
@@ -163,7 +170,7 @@ func (r *results) markdown() string {
 			verdict(s.PerSec >= 0.95*float64(s.Rate*f.Subs) && s.Lat.P99 <= c.FanoutP99 && (r.Quick || s.PerSec >= 95000)))
 		best := -1
 		for i, s := range f.Steps {
-			if s.Lat.P99 <= c.FanoutP99 && s.Closed == 0 {
+			if s.Lat.P99 <= c.FanoutP99 && s.Closed == 0 && (best < 0 || s.Rate > f.Steps[best].Rate) {
 				best = i
 			}
 		}
@@ -198,8 +205,11 @@ func (r *results) markdown() string {
 		pr, rv, tr := ps.Ratio, wr.setup(setupRecv).Ratio, wr.setup(setupTrigger).Ratio
 		res := fmt.Sprintf("%.2f× and %.2f×: %s", ratio(pr, rv), ratio(pr, tr), verdict(ratio(pr, rv) >= 0.9 && ratio(pr, tr) >= 2 && ps.keptUp()))
 		if !ps.keptUp() {
-			res = fmt.Sprintf("%.2f× and %.2f×, but pgrealtime fell behind the writers (up to %.0f MB of WAL not yet decoded when they stopped; its subscriber had %.0f%% of the rows 5 s later), so its ratio understates its cost: %s",
+			res = fmt.Sprintf("%.2f× and %.2f×, but pgrealtime fell behind the writers (up to %.1f MB of WAL not yet sent to it when they stopped; its subscriber had as little as %.0f%% of the rows 5 s later), so its ratio understates its cost: %s",
 				ratio(pr, rv), ratio(pr, tr), ps.maxLagMB(), 100*ps.minDelivered(), verdict(false))
+		}
+		if l := wr.setup(setupRecv).maxLagMB(); l > 1 {
+			res += fmt.Sprintf(" (pg_recvlogical's walsender fell behind too: up to %.1f MB)", l)
 		}
 		w("| 5 | write overhead: %d writers, single-row inserts, %.0f s × %d rounds per setup | writers keep %.2f× of their throughput | pg_recvlogical: %.2f×; trigger + pg_notify + LISTEN: %.2f× | ≥ 0.9× pg_recvlogical's, ≥ 2× trigger's | %s |\n",
 			wr.Writers, wr.Seconds, wr.Rounds, pr, rv, tr, res)
@@ -229,15 +239,17 @@ func (r *results) details(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	if cu := r.Catchup; cu != nil && cu.RecvSeconds > 0 {
 		w("\n## 1. Catch-up\n\n")
-		w("%s rows (table `bench (id bigserial primary key, v int, note text)`) committed in %s-row transactions (%.1f s) while pgrealtime was stopped; pgrealtime's slot and a second slot (`%s`) start at the same point. ",
-			thousands(float64(cu.Rows)), thousands(float64(cu.TxRows)), cu.WriteSeconds, recvSlot)
+		w("%s rows (table `bench (id bigserial primary key, v int, note text)`) committed in %s-row transactions (%.1f s) while pgrealtime was stopped; pgrealtime's slot and two more (`%s`) start at the same point. ",
+			thousands(float64(cu.Rows)), thousands(float64(cu.TxRows)), cu.WriteSeconds, recvSlot+"`, `"+recvSlot2)
 		w("`pg_recvlogical --start -o proto_version=1 -o publication_names=… -E <WAL position before the last commit record> -f /dev/null` drained its slot first. Then pgrealtime was started with one subscriber that connects as soon as the port answers and resumes (`since`) from the last position it had seen before the stop. The time runs from the process start to the subscriber's receipt of the last row; pgrealtime's own count of WAL events (`/metrics`, polled every 20 ms) gives the time at which it had decoded and published everything. The second run repeats this over a new backlog of the same size with a send queue that holds the whole backlog.\n\n")
 		w("| consumer | seconds | rows/s | ratio | CPU seconds (own process) |\n|---|---|---|---|---|\n")
-		w("| pg_recvlogical | %.2f | %s | 1 | %.2f |\n", cu.RecvSeconds, thousands(cu.RecvRate), cu.RecvCPU)
+		for _, d := range cu.Recv {
+			w("| pg_recvlogical (slot `%s`) | %.2f | %s | %.2f | %.2f |\n", d.Slot, d.Seconds, thousands(float64(cu.Rows)/d.Seconds), cu.RecvSeconds/d.Seconds, d.CPU)
+		}
 		for _, run := range cu.Runs {
 			flags := "`" + strings.Join(run.Flags, " ") + "`"
 			if run.ServerSeconds > 0 {
-				w("| pgrealtime %s: every row decoded and published | %.2f | %s | %.2f | |\n", flags, run.ServerSeconds, thousands(float64(cu.Rows)/run.ServerSeconds), float64(cu.Rows)/run.ServerSeconds/cu.RecvRate)
+				w("| pgrealtime %s: every row decoded and published (the first after %.2f s: start-up, connecting, first transaction) | %.2f | %s | %.2f | |\n", flags, run.FirstSeconds, run.ServerSeconds, thousands(float64(cu.Rows)/run.ServerSeconds), float64(cu.Rows)/run.ServerSeconds/cu.RecvRate)
 			}
 			if run.SubscriberErr == "" {
 				w("| pgrealtime %s: last row at the subscriber (%s rows received, resumed: %v) | %.2f | %s | %.2f | %.2f |\n", flags, thousands(float64(run.Received)), run.Resumed, run.Seconds, thousands(run.Rate), run.Ratio, run.ServerCPU)
@@ -245,7 +257,9 @@ func (r *results) details(b *strings.Builder) {
 				w("| pgrealtime %s: the subscriber **did not receive every row** (%s received, resumed: %v): %s | — | — | — | %.2f |\n", flags, thousands(float64(run.Received)), run.Resumed, mdEscape(run.SubscriberErr), run.ServerCPU)
 			}
 		}
-		w("\npg_recvlogical said: %s.\n", cu.RecvEnd)
+		if len(cu.Recv) > 0 {
+			w("\npg_recvlogical said: %s.\n", cu.Recv[len(cu.Recv)-1].End)
+		}
 	}
 	if len(r.Latency) > 0 {
 		w("\n## 2. Live latency\n\n")
@@ -258,12 +272,16 @@ func (r *results) details(b *strings.Builder) {
 	}
 	if f := r.Fanout; f != nil && len(f.Steps) > 0 {
 		w("\n## 3. Fan-out\n\n")
-		w("%s subscribers of `bench.*` in one client process (connected in %.1f s); one writer commits single-row transactions at each rate for %.0f s. Deliveries/s counts what arrived within the window; latency covers every delivery including those drained after it. CPU is user+system seconds over the step from /proc/<pid>/stat. Stopped: %s.\n\n",
+		w("%s subscribers of `bench.*` in one client process (connected in %.1f s); one writer commits single-row transactions at each rate for %.0f s; when the first rate already misses, the rate steps down instead. Deliveries/s counts what arrived within the window; latency covers every delivery including those drained after it. CPU is user+system seconds over the step from /proc/<pid>/stat. Stopped: %s.\n\n",
 			thousands(float64(f.Subs)), f.ConnectSeconds, r.Config.FanoutStep.Seconds(), f.StopReason)
-		w("| events/s | deliveries/s | p50 | p99 | max | server CPU s (cores) | clients CPU s (cores) | closed |\n|---|---|---|---|---|---|---|---|\n")
+		w("| events/s | deliveries/s | p50 | p99 | max | server CPU s (cores), of which kernel | server CPU µs per delivery | clients CPU s (cores) | closed |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, s := range f.Steps {
-			w("| %d | %s | %s | %s | %s | %.1f (%.2f) | %.1f (%.2f) | %d |\n", s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), ms(s.Lat.Max),
-				s.ServerCPU, s.ServerCPU/s.Seconds, s.ClientCPU, s.ClientCPU/s.Seconds, s.Closed)
+			per := 0.0
+			if s.Lat.Count > 0 {
+				per = s.ServerCPU / float64(s.Lat.Count) * 1e6
+			}
+			w("| %d | %s | %s | %s | %s | %.1f (%.2f), %.0f%% | %.1f | %.1f (%.2f) | %d |\n", s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), ms(s.Lat.Max),
+				s.ServerCPU, s.ServerCPU/s.Seconds, 100*ratio(s.ServerSys, s.ServerCPU), per, s.ClientCPU, s.ClientCPU/s.Seconds, s.Closed)
 		}
 	}
 	if m := r.Memory; m != nil && len(m.Points) > 0 {

@@ -12,7 +12,7 @@ func sampleResults() *results {
 	cfg := defaultConfig(false)
 	return &results{
 		Machine: "2 CPUs", PGVersion: "15", Date: time.Date(2026, 11, 25, 21, 0, 0, 0, time.UTC), Command: "pgrealtime-bench", Config: cfg,
-		Catchup: &catchupResult{Rows: 200000, TxRows: 1000, RecvSeconds: 4, RecvRate: 50000, Runs: []catchupRun{
+		Catchup: &catchupResult{Rows: 200000, TxRows: 1000, RecvSeconds: 4, RecvRate: 50000, Recv: []recvDrain{{Slot: "a", Seconds: 3}, {Slot: "b", Seconds: 5}}, Runs: []catchupRun{
 			{Label: "default send queue", Flags: []string{"--history-size", "220000"}, Seconds: 4, Rate: 50000, ServerSeconds: 4, Ratio: 1, Received: 10, SubscriberErr: "after 10 of 200000 rows: 4008"},
 			{Label: "send queue holding the backlog", Flags: []string{"--send-queue", "220000"}, Seconds: 5, Rate: 40000, ServerSeconds: 4, Received: 200000, Resumed: true, Ratio: 0.8},
 		}},

@@ -34,6 +34,7 @@ type serverOptions struct {
 	Binary      string
 	DatabaseURL string
 	Secret      string
+	Extra       []string // appended to every command line
 	RulesFile   string
 	WorkDir     string
 }
@@ -53,6 +54,7 @@ func startServer(o serverOptions, extra ...string) (*server, error) {
 		"--config", o.RulesFile,
 		"--log-level", "warn",
 	}, extra...)
+	args = append(args, o.Extra...)
 	logPath := filepath.Join(o.WorkDir, fmt.Sprintf("pgrealtime-%d.log", port))
 	logf, err := os.Create(logPath)
 	if err != nil {
