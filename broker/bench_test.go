@@ -24,7 +24,7 @@ func (c *counter) Deliver(ev *Event) {
 		c.ch <- ev.JSON
 	}
 }
-func (c *counter) Replay(evs []*Event) {}
+func (c *counter) DeliverBatch(evs []*Event) {}
 
 func newCounter() *counter { return &counter{ch: make(chan []byte, 4)} }
 

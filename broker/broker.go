@@ -41,9 +41,12 @@ type Subscriber interface {
 	// publishing goroutine and must not block: a subscriber that cannot keep
 	// up must drop itself (close its connection), never stall the caller.
 	Deliver(ev *Event)
-	// Replay hands over the retained events of a Subscribe with since, in
-	// order, before any live event of the new patterns. It must not block.
-	Replay(evs []*Event)
+	// DeliverBatch hands over several matching events at once, in order, to
+	// be treated as one unit (one slot of a send queue): the events of one
+	// multi-event transaction that the subscriber matches, or the retained
+	// events of a Subscribe with since (before any live event of the new
+	// patterns). The slice belongs to the subscriber. It must not block.
+	DeliverBatch(evs []*Event)
 }
 
 // Broker is the event router. The WAL reader is its publisher; the
@@ -67,7 +70,7 @@ type Broker interface {
 	// none. It returns the position of the last event published when the
 	// subscription took effect (zero before the first event). With since,
 	// retained events after *since that match the new patterns and that no
-	// existing pattern of sub has delivered are passed to sub.Replay first.
+	// existing pattern of sub has delivered are passed to sub.DeliverBatch first.
 	// When *since is ahead of everything published, Subscribe waits (up to
 	// ctx) for the stream to reach it.
 	Subscribe(ctx context.Context, sub Subscriber, patterns []Pattern, since *Position) (Position, error)

@@ -11,7 +11,7 @@ import (
 type printer struct{}
 
 func (printer) Deliver(ev *broker.Event) { fmt.Println(string(ev.JSON)) }
-func (printer) Replay(evs []*broker.Event) {
+func (printer) DeliverBatch(evs []*broker.Event) {
 	for _, ev := range evs {
 		fmt.Println("replay:", string(ev.JSON))
 	}

@@ -27,16 +27,18 @@ type Config struct {
 }
 
 // Memory is the in-process Broker. All state is guarded by one mutex;
-// Deliver and Replay are called with it held, which is why they must not
+// Deliver and DeliverBatch are called with it held, which is why they must not
 // block. Encoding and Prepare run before the lock is taken.
 type Memory struct {
 	cfg Config
 	log zerolog.Logger
 
-	mu      sync.Mutex
-	index   map[topicKey]map[*member]struct{}
-	members map[Subscriber]*member
-	seq     uint64 // fan-out sequence, for one delivery per member per event
+	mu       sync.Mutex
+	index    map[topicKey]map[*member]struct{}
+	members  map[Subscriber]*member
+	seq      uint64    // fan-out sequence, for one delivery per member per event
+	batchSeq uint64    // multi-event transaction sequence
+	touched  []*member // reused by fanoutBatchLocked
 
 	history   []*Event // ring buffer of retained WAL events
 	histStart int      // index of the oldest retained event
@@ -60,6 +62,8 @@ type member struct {
 	// pattern delivered.
 	patterns map[topicKey]Position
 	lastSeq  uint64
+	batchSeq uint64   // transaction batch being collected in batch
+	batch    []*Event // events of the current multi-event transaction
 }
 
 // topicKey indexes subscriptions: {"",""} is "*", {c,""} a collection,
@@ -142,7 +146,11 @@ func (m *Memory) Publish(ctx context.Context, tx *Tx) error {
 		if m.last.Less(ev.Position) {
 			m.last = ev.Position
 		}
-		m.fanoutLocked(ev)
+	}
+	if len(evs) == 1 {
+		m.fanoutLocked(evs[0])
+	} else if len(evs) > 1 {
+		m.fanoutBatchLocked(evs)
 	}
 	if len(evs) > 0 {
 		close(m.changed)
@@ -202,6 +210,45 @@ func (m *Memory) fanoutLocked(ev *Event) {
 			mb.sub.Deliver(ev)
 		}
 	}
+}
+
+// fanoutBatchLocked hands each member the events of one transaction that
+// it matches as a single batch, so that a large transaction takes one slot
+// of a subscriber's queue instead of one per row.
+func (m *Memory) fanoutBatchLocked(evs []*Event) {
+	m.batchSeq++
+	batch := m.batchSeq
+	touched := m.touched[:0]
+	for _, ev := range evs {
+		m.seq++
+		seq := m.seq
+		keys, n := eventKeys(ev)
+		for i := 0; i < n; i++ {
+			for mb := range m.index[keys[i]] {
+				if mb.lastSeq == seq {
+					continue
+				}
+				mb.lastSeq = seq
+				if mb.batchSeq != batch {
+					mb.batchSeq = batch
+					mb.batch = nil
+					touched = append(touched, mb)
+				}
+				mb.batch = append(mb.batch, ev)
+			}
+		}
+	}
+	for i, mb := range touched {
+		b := mb.batch
+		mb.batch = nil
+		touched[i] = nil
+		if len(b) == 1 {
+			mb.sub.Deliver(b[0])
+		} else {
+			mb.sub.DeliverBatch(b)
+		}
+	}
+	m.touched = touched[:0]
 }
 
 func (mb *member) matches(ev *Event) bool {
@@ -298,7 +345,7 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 		m.members[sub] = mb
 	}
 	if len(replay) > 0 {
-		sub.Replay(replay)
+		sub.DeliverBatch(replay)
 	}
 	from := m.last
 	if since != nil {

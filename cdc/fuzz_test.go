@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/pgrealtime/pgrealtime/broker"
 )
 
@@ -77,6 +79,47 @@ func FuzzParseCustomPayload(f *testing.F) {
 			var a, c bytes.Buffer
 			if json.Compact(&a, p.Data) != nil || json.Compact(&c, got.Data) != nil || a.String() != c.String() {
 				t.Fatalf("data %q encoded as %q", p.Data, got.Data)
+			}
+		}
+	})
+}
+
+// FuzzConvert checks that no column text crashes the value conversion (a
+// panic there would stop the stream at the same WAL record after every
+// restart) and that values of types whose text Postgres does not
+// guarantee to be JSON-shaped still encode to valid JSON.
+// Run longer with: go test ./cdc -run '^$' -fuzz FuzzConvert -fuzztime 1m
+func FuzzConvert(f *testing.F) {
+	for _, s := range []string{
+		"", "1", "-9223372036854775808", "99999999999999999999", "NaN", "-Infinity", "1.5e300",
+		"t", "f", `{"a":1}`, "2026-01-02 03:04:05.123456+00", "2026-01-02 03:04:05+05:30", "infinity",
+		"294277-01-09 04:00:54.775807+00", `\x0aff`, `\x0`, `a\\b\001`, "{1,2,NULL}", "{{a,b},{c,d}}",
+		`{"x y","q\"z",NULL,"NULL"}`, "[0:1]={1,2}", "[1:2", "{", "{}", "{,}", `{"}`, "{{1},2}", "{a;b}",
+	} {
+		f.Add(s)
+	}
+	d := newDecoder(nil, zerolog.Nop())
+	scalar := []*colType{
+		textType, {kind: kindInt}, {kind: kindFloat}, {kind: kindBool}, {kind: kindTimestamptz}, {kind: kindBytea},
+	}
+	var types []*colType
+	for _, t := range scalar {
+		types = append(types, t, &colType{kind: kindArray, elem: t, delim: ','}, &colType{kind: kindArray, elem: t, delim: ';'})
+	}
+	unchecked := []*colType{{kind: kindNumeric}, {kind: kindJSON}, {kind: kindArray, elem: &colType{kind: kindJSON}, delim: ','},
+		{kind: kindArray, elem: &colType{kind: kindNumeric}, delim: ','}}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, ct := range unchecked {
+			_ = d.convert(ct, s)
+		}
+		for _, ct := range types {
+			v := d.convert(ct, s)
+			b, err := broker.Row{{Name: "c", Value: v}}.MarshalJSON()
+			if err != nil {
+				t.Fatalf("kind %d elem %v: %q → %#v does not encode: %v", ct.kind, ct.elem, s, v, err)
+			}
+			if !json.Valid(b) {
+				t.Fatalf("kind %d: %q → invalid JSON %s", ct.kind, s, b)
 			}
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +86,10 @@ func (d *decoder) convert(t *colType, s string) any {
 			return s
 		}
 		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			// ParseFloat also takes "inf", "nan", …: JSON cannot carry
+			// those as numbers, and an unencodable value would cost the
+			// whole event.
 			return s
 		}
 		return f

@@ -205,9 +205,9 @@ func (c *conn) Deliver(ev *broker.Event) {
 	c.enqueue(item{ev: ev})
 }
 
-// Replay implements broker.Subscriber: the retained events pass the rules
+// DeliverBatch implements broker.Subscriber: the events pass the rules
 // and are queued as one item.
-func (c *conn) Replay(evs []*broker.Event) {
+func (c *conn) DeliverBatch(evs []*broker.Event) {
 	id := c.ident.Load()
 	out := make([]*broker.Event, 0, len(evs))
 	for _, ev := range evs {

@@ -3,7 +3,7 @@
 // the health, readiness and metrics endpoints.
 //
 // Guarantees:
-//   - Each connection is a broker.Subscriber. Deliver and Replay never block:
+//   - Each connection is a broker.Subscriber. Deliver and DeliverBatch never block:
 //     they filter the event with the rules (reading the connection's identity
 //     through an atomic pointer, with no lock shared between connections)
 //     and put the event's shared, already encoded bytes on the connection's

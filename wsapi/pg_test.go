@@ -232,8 +232,8 @@ func countAfter(b *broker.Memory, pos broker.Position) int {
 
 type countingSub struct{ n *int }
 
-func (s *countingSub) Deliver(*broker.Event)      {}
-func (s *countingSub) Replay(evs []*broker.Event) { *s.n += len(evs) }
+func (s *countingSub) Deliver(*broker.Event)            {}
+func (s *countingSub) DeliverBatch(evs []*broker.Event) { *s.n += len(evs) }
 
 // Record ids of PROTOCOL section 2: composite keys joined with ",", ids
 // with dots, key-less tables (collection patterns only), schema-qualified
@@ -430,5 +430,31 @@ func checkVisible(t *testing.T, who string, m msg) {
 	b, _ := json.Marshal(m)
 	if strings.Contains(string(b), "internal_notes") || strings.Contains(string(b), "secret-") {
 		t.Errorf("%s received an omitted column: %s", who, b)
+	}
+}
+
+// A transaction far larger than the send queue reaches a client that reads
+// at normal speed: it takes one slot of the queue, not one per row.
+func TestPostgresLargeTransactionFitsDefaultQueue(t *testing.T) {
+	p := newPGEnv(t, `CREATE TABLE posts (id int PRIMARY KEY, title text);
+		CREATE TABLE other (id int PRIMARY KEY)`, envOpts{history: 20000})
+	if p.srv.cfg.SendQueue != DefaultSendQueue {
+		t.Fatalf("send queue %d, want the default %d", p.srv.cfg.SendQueue, DefaultSendQueue)
+	}
+	tok := adminToken(t)
+	c := p.dial(tok)
+	c.sub("posts")
+	const rows = 5 * DefaultSendQueue
+	p.exec(`INSERT INTO posts SELECT g, 'row ' || g FROM generate_series(1, $1) g`, rows)
+	p.exec(`INSERT INTO other VALUES (1)`)
+	p.exec(`INSERT INTO posts VALUES (0, 'after')`)
+	evs := c.readN(rows + 1)
+	for i, ev := range evs[:rows] {
+		if ev.str("record_id") != fmt.Sprint(i+1) {
+			t.Fatalf("event %d has record_id %q", i, ev.str("record_id"))
+		}
+	}
+	if evs[rows].str("record_id") != "0" {
+		t.Fatalf("last event %v", evs[rows])
 	}
 }

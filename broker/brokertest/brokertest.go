@@ -17,6 +17,7 @@ import (
 type Recorder struct {
 	mu     sync.Mutex
 	events []*broker.Event
+	units  []int // events per Deliver/DeliverBatch call, in order
 	cond   chan struct{}
 }
 
@@ -26,12 +27,20 @@ func NewRecorder() *Recorder { return &Recorder{cond: make(chan struct{})} }
 // Deliver implements broker.Subscriber.
 func (r *Recorder) Deliver(ev *broker.Event) { r.add(ev) }
 
-// Replay implements broker.Subscriber.
-func (r *Recorder) Replay(evs []*broker.Event) { r.add(evs...) }
+// Units returns how many events each Deliver or DeliverBatch call carried.
+func (r *Recorder) Units() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.units...)
+}
+
+// DeliverBatch implements broker.Subscriber.
+func (r *Recorder) DeliverBatch(evs []*broker.Event) { r.add(evs...) }
 
 func (r *Recorder) add(evs ...*broker.Event) {
 	r.mu.Lock()
 	r.events = append(r.events, evs...)
+	r.units = append(r.units, len(evs))
 	close(r.cond)
 	r.cond = make(chan struct{})
 	r.mu.Unlock()
@@ -260,6 +269,27 @@ func Run(t *testing.T, newBroker NewBroker) {
 		}
 		if got := settle(r); len(got) != 4 {
 			t.Fatalf("got %d events, want 4 (duplicate tx delivered?)", len(got))
+		}
+	})
+
+	t.Run("TransactionIsDeliveredAsOneBatch", func(t *testing.T) {
+		b := newBroker(t, historySize)
+		coll, one := NewRecorder(), NewRecorder()
+		subscribe(t, b, coll, nil, "posts", "posts.2")
+		subscribe(t, b, one, nil, "posts.3")
+		publish(t, b, Tx(100, "posts/create/1", "users/create/1", "posts/create/2", "posts/create/3"))
+		publish(t, b, Tx(200, "posts/create/4"))
+		coll.WaitN(t, 4)
+		settle(coll)
+		if got := fmt.Sprint(coll.Units()); got != "[3 1]" {
+			t.Fatalf("units %s, want [3 1]: a transaction's events must arrive as one batch, once each", got)
+		}
+		if got := fmt.Sprint(ids(coll.Events())); got != "[posts/create/1 posts/create/2 posts/create/3 posts/create/4]" {
+			t.Fatalf("events %s", got)
+		}
+		one.WaitN(t, 1)
+		if got := fmt.Sprint(one.Units(), ids(settle(one))); got != "[1] [posts/create/3]" {
+			t.Fatalf("single match: %s", got)
 		}
 	})
 
