@@ -62,10 +62,23 @@ type Broker interface {
 	// not retained.
 	PublishLive(ctx context.Context, ev *Event) error
 	// SetBase declares that every event up to and including pos was
-	// published by an earlier run and that the events published next follow
-	// it directly (the reader's checkpoint after a restart). A Subscribe
-	// with since == pos can then resume.
+	// published by an earlier run and that every event after it will be
+	// published (again) from now on (the reader's checkpoint after a
+	// restart). Events at or before pos that are published again are
+	// ignored. A Subscribe with since >= pos can then resume.
 	SetBase(pos Position)
+	// MarkDelivered declares that events up to and including pos were
+	// delivered to subscribers by an earlier run. When the reader streams
+	// them again after a restart (to rebuild the history), they are
+	// retained for resume but not delivered live a second time, and
+	// Subscribe reports at least pos.
+	MarkDelivered(pos Position)
+	// Retained reports the resume window: every event after base is
+	// retained (zero when no base is known), and first is the position of
+	// the oldest retained event (zero when none). The reader keeps the
+	// slot from moving past first's transaction so that a restart can
+	// rebuild the window.
+	Retained() (base, first Position)
 	// Subscribe adds patterns for sub, atomically: either all are added or
 	// none. It returns the position of the last event published when the
 	// subscription took effect (zero before the first event). With since,

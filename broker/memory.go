@@ -46,6 +46,7 @@ type Memory struct {
 	base      Position // every event up to base was published, and all after it are retained
 	baseKnown bool
 	last      Position // last WAL event published (or base)
+	delivered Position // events up to here were delivered by an earlier run
 	lastLSN   uint64   // CommitLSN of the last published transaction
 	changed   chan struct{}
 	closed    bool
@@ -108,8 +109,9 @@ func (m *Memory) prepare(ev *Event) (bool, error) {
 // Publish implements Broker.
 func (m *Memory) Publish(ctx context.Context, tx *Tx) error {
 	m.mu.Lock()
-	dup := m.closed || (m.lastLSN != 0 && tx.CommitLSN <= m.lastLSN) || (m.baseKnown && tx.CommitLSN <= m.base.LSN)
+	dup := m.closed || (m.lastLSN != 0 && tx.CommitLSN <= m.lastLSN)
 	closed := m.closed
+	base, baseKnown := m.base, m.baseKnown
 	m.mu.Unlock()
 	if closed {
 		return ErrClosed
@@ -120,6 +122,9 @@ func (m *Memory) Publish(ctx context.Context, tx *Tx) error {
 	}
 	evs := make([]*Event, 0, len(tx.Events))
 	for _, ev := range tx.Events {
+		if baseKnown && !base.Less(ev.Position) {
+			continue // published by an earlier run before the base: out of the window
+		}
 		ok, err := m.prepare(ev)
 		if err != nil {
 			// An event that cannot be encoded is a bug in a value
@@ -137,22 +142,30 @@ func (m *Memory) Publish(ctx context.Context, tx *Tx) error {
 	if m.closed {
 		return ErrClosed
 	}
-	if (m.lastLSN != 0 && tx.CommitLSN <= m.lastLSN) || (m.baseKnown && tx.CommitLSN <= m.base.LSN) {
+	if m.lastLSN != 0 && tx.CommitLSN <= m.lastLSN {
 		return nil // raced with another publisher of the same transaction
 	}
 	m.lastLSN = tx.CommitLSN
-	for _, ev := range evs {
+	live := evs
+	for i, ev := range evs {
 		m.retainLocked(ev)
-		if m.last.Less(ev.Position) {
-			m.last = ev.Position
+		if !m.delivered.Less(ev.Position) {
+			// Re-streamed after a restart and already delivered by the
+			// earlier run: retained for resume, not delivered again.
+			live = evs[i+1:]
 		}
 	}
-	if len(evs) == 1 {
-		m.fanoutLocked(evs[0])
-	} else if len(evs) > 1 {
-		m.fanoutBatchLocked(evs)
+	// The stream has reached the transaction's last position, even if
+	// Prepare dropped that event.
+	if n := len(tx.Events); n > 0 && m.last.Less(tx.Events[n-1].Position) {
+		m.last = tx.Events[n-1].Position
 	}
-	if len(evs) > 0 {
+	if len(live) == 1 {
+		m.fanoutLocked(live[0])
+	} else if len(live) > 1 {
+		m.fanoutBatchLocked(live)
+	}
+	if len(tx.Events) > 0 {
 		close(m.changed)
 		m.changed = make(chan struct{})
 	}
@@ -300,12 +313,46 @@ func (m *Memory) SetBase(pos Position) {
 	if m.last.Less(pos) {
 		m.last = pos
 	}
-	if m.lastLSN < pos.LSN {
-		m.lastLSN = pos.LSN
+	// Retained events at or before the new base are out of the window (a
+	// recreated slot leaves a gap after them).
+	for m.histLen > 0 && !pos.Less(m.historyAt(0).Position) {
+		m.history[m.histStart] = nil
+		m.histStart = (m.histStart + 1) % len(m.history)
+		m.histLen--
 	}
-	// Retained events at or before the new base stay valid for replay.
 	close(m.changed)
 	m.changed = make(chan struct{})
+}
+
+// MarkDelivered implements Broker.
+func (m *Memory) MarkDelivered(pos Position) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.delivered.Less(pos) {
+		m.delivered = pos
+	}
+}
+
+// Retained implements Broker.
+func (m *Memory) Retained() (base, first Position) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.baseKnown {
+		base = m.base
+	}
+	if m.histLen > 0 {
+		first = m.historyAt(0).Position
+	}
+	return base, first
+}
+
+// lastLocked is the position subscribers are told: the last event
+// published, or delivered by an earlier run, whichever is later.
+func (m *Memory) lastLocked() Position {
+	if m.last.Less(m.delivered) {
+		return m.delivered
+	}
+	return m.last
 }
 
 // Subscribe implements Broker.
@@ -313,8 +360,10 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if since != nil {
-		// Wait for the stream to reach since (still catching up after a restart).
-		for !m.closed && m.last.Less(*since) {
+		// Wait for the stream to reach since, and what an earlier run
+		// delivered (still catching up after a restart): events up to
+		// there are not delivered live again, so they must be replayed.
+		for !m.closed && (m.last.Less(*since) || m.last.Less(m.delivered)) {
 			ch := m.changed
 			m.mu.Unlock()
 			select {
@@ -347,7 +396,7 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 	if len(replay) > 0 {
 		sub.DeliverBatch(replay)
 	}
-	from := m.last
+	from := m.lastLocked()
 	if since != nil {
 		from = *since
 	}
@@ -364,7 +413,7 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 		}
 		set[mb] = struct{}{}
 	}
-	return m.last, nil
+	return m.lastLocked(), nil
 }
 
 // resumableLocked reports whether every event after since is retained.
@@ -449,7 +498,7 @@ func (m *Memory) Remove(sub Subscriber) {
 func (m *Memory) LastPosition() Position {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.last
+	return m.lastLocked()
 }
 
 // Close implements Broker.

@@ -17,15 +17,22 @@
 //     transactions at or before the last one published are not handed over
 //     again. If Publish fails, nothing is acknowledged and the reader
 //     reconnects and retries: nothing is skipped.
-//   - Before an acknowledgement passes a published transaction, the
-//     position of the last event published is written to
-//     pgrealtime.checkpoint. On start the reader reads it and calls
-//     Sink.SetBase before publishing anything, so "every event after the
-//     checkpoint is re-streamed by the slot" holds across restarts.
+//   - Resume across restarts (PROTOCOL section 7). The sink keeps a window
+//     of recent events (Sink.Retained). While the WAL written since the
+//     window's oldest transaction is within ResumeWALLimit, the reader
+//     acknowledges only up to that transaction, so that after a restart the
+//     slot streams the whole window again and the sink rebuilds it. Before
+//     an acknowledgement, the reader writes to pgrealtime.checkpoint the
+//     base (the last event before what the slot will stream again) and the
+//     last event delivered; on start it calls Sink.SetBase(base) and
+//     Sink.MarkDelivered(delivered) before publishing anything: every event
+//     after base is streamed again, those up to delivered are retained but
+//     not delivered live twice. Past ResumeWALLimit (published tables idle,
+//     other tables written), the slot follows what was published and the
+//     server's WAL end, so Postgres never retains WAL without bound; a
+//     restart then resumes only from the last event published.
 //   - Standby status is sent every StatusInterval and at once when Postgres
-//     asks for it. While nothing is in flight the acknowledged position
-//     follows the server's WAL end, so an idle publication does not make
-//     Postgres retain WAL while other tables are written.
+//     asks for it (with the position already acknowledged).
 //   - NOTIFY events are live only: delivered with PublishLive, not
 //     positioned, lost while the reader is disconnected.
 //   - Malformed custom payloads are logged and counted, never delivered,

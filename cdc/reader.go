@@ -47,6 +47,8 @@ type Sink interface {
 	Publish(ctx context.Context, tx *broker.Tx) error
 	PublishLive(ctx context.Context, ev *broker.Event) error
 	SetBase(pos broker.Position)
+	MarkDelivered(pos broker.Position)
+	Retained() (base, first broker.Position)
 }
 
 var _ Sink = (broker.Broker)(nil)
@@ -78,7 +80,18 @@ type Config struct {
 	SlotStatsInterval time.Duration
 	// MinBackoff and MaxBackoff bound the reconnection delay.
 	MinBackoff, MaxBackoff time.Duration
+	// ResumeWALLimit bounds the WAL the slot retains so that a restart can
+	// rebuild the sink's resume window: the reader acknowledges only up to
+	// the transaction of the oldest retained event while the server's WAL
+	// is at most this many bytes ahead of it, and past that acknowledges
+	// everything published (a restart then resumes only clients that saw
+	// the last event). Zero means DefaultResumeWALLimit; negative never
+	// holds back.
+	ResumeWALLimit int64
 }
+
+// DefaultResumeWALLimit is the default Config.ResumeWALLimit.
+const DefaultResumeWALLimit = 64 << 20
 
 // Reader streams committed changes from a logical replication slot to a
 // Sink. Create it with NewReader and call Run once.
@@ -96,7 +109,8 @@ type Reader struct {
 	ackLSN        pglogrepl.LSN   // flush position acknowledged to Postgres
 	safeLSN       pglogrepl.LSN   // everything before it is published or unpublished
 	lastPublished broker.Position // last event published (or the base)
-	ckptPos       broker.Position // position in the checkpoint table
+	ckptPos       broker.Position // base position in the checkpoint table
+	ckptDelivered broker.Position // delivered position in the checkpoint table
 	baseDone      bool            // checkpoint read (or discarded) once
 	serverWALEnd  pglogrepl.LSN
 
@@ -135,6 +149,9 @@ func NewReader(cfg Config) (*Reader, error) {
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.ResumeWALLimit == 0 {
+		cfg.ResumeWALLimit = DefaultResumeWALLimit
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
@@ -272,11 +289,16 @@ func (r *Reader) session(ctx context.Context) (err error) {
 		if r.baseDone {
 			r.log.Warn().Str(logSlot, r.cfg.Slot).Msg("replication slot was missing and has been recreated: changes made meanwhile are not streamed")
 		}
-		r.ckptPos = broker.Position{}
+		// Nothing before the slot's start is streamed: that is the base.
+		base := broker.Position{LSN: uint64(confirmed)}
+		r.cfg.Sink.SetBase(base)
+		r.lastPublished = base
+		r.ckptPos, r.ckptDelivered = broker.Position{}, broker.Position{}
 		r.baseDone = true
 	} else if !r.baseDone {
 		var s string
-		err := conn.QueryRow(ctx, `SELECT position FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot).Scan(&s)
+		var delivered *string
+		err := conn.QueryRow(ctx, `SELECT position, delivered FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot).Scan(&s, &delivered)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
@@ -288,8 +310,14 @@ func (r *Reader) session(ctx context.Context) (err error) {
 				break
 			}
 			r.cfg.Sink.SetBase(pos)
-			r.lastPublished, r.ckptPos = pos, pos
-			r.log.Info().Str("position", s).Msg("resuming after checkpoint")
+			r.lastPublished, r.ckptPos, r.ckptDelivered = pos, pos, pos
+			if delivered != nil {
+				if d, err := broker.ParsePosition(*delivered); err == nil && pos.Less(d) {
+					r.cfg.Sink.MarkDelivered(d)
+					r.ckptDelivered = d
+				}
+			}
+			r.log.Info().Str("position", s).Str("delivered", r.ckptDelivered.String()).Msg("resuming after checkpoint")
 		}
 		r.baseDone = true
 	}
@@ -470,22 +498,21 @@ func (r *Reader) handleCopyData(ctx context.Context, conn *pgx.Conn, repl *pgcon
 			return fmt.Errorf("keepalive: %w", err)
 		}
 		r.serverWALEnd = ka.ServerWALEnd
-		if !r.dec.inTx() && r.lastPublished == r.ckptPos {
-			// Nothing in flight and nothing to checkpoint: everything the
-			// server has sent is handled, so its position is safe.
+		if !r.dec.inTx() {
+			// Nothing in flight: everything the server has sent is
+			// handled, so its position is safe (acknowledged by the next
+			// acknowledge, after the checkpoint).
 			if ka.ServerWALEnd > r.safeLSN {
 				r.safeLSN = ka.ServerWALEnd
 			}
 			metrics.ReplicationLagBytes.Set(0)
-			r.ackLSN = max(r.ackLSN, r.safeLSN)
 		}
 		if ka.ReplyRequested {
+			// Answer at once with what is acknowledged, then move on.
 			if err := r.sendStatus(repl); err != nil {
 				return err
 			}
-			if r.lastPublished != r.ckptPos {
-				return r.acknowledge(ctx, conn, repl)
-			}
+			return r.acknowledge(ctx, conn, repl)
 		}
 	case pglogrepl.XLogDataByteID:
 		xld, err := pglogrepl.ParseXLogData(data[1:])
@@ -522,13 +549,19 @@ func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
 	metrics.LastCommitTimestamp.Set(float64(tx.CommitTime.UnixNano()) / 1e9)
 	switch {
 	case len(tx.Events) == 0:
-	case tx.CommitLSN <= r.lastPublished.LSN:
+	case !r.lastPublished.Less(tx.Events[len(tx.Events)-1].Position):
+		// Every event of it was published before (the last transaction,
+		// sent again after a reconnect). A transaction only partly before
+		// the base (after a restart) is published: the sink drops the
+		// events at or before its base.
 		r.log.Debug().Str(logLSN, pglogrepl.LSN(tx.CommitLSN).String()).Msg("skipping transaction published before")
 	default:
 		if err := r.cfg.Sink.Publish(ctx, tx); err != nil {
 			return fmt.Errorf("publish transaction %s: %w", pglogrepl.LSN(tx.CommitLSN), err)
 		}
-		r.lastPublished = tx.Events[len(tx.Events)-1].Position
+		if last := tx.Events[len(tx.Events)-1].Position; r.lastPublished.Less(last) {
+			r.lastPublished = last
+		}
 		metrics.ReplicationLagSeconds.Set(time.Since(tx.CommitTime).Seconds())
 		metrics.Transactions.Inc()
 		metrics.EventsReceived.WithLabelValues("wal").Add(float64(len(tx.Events)))
@@ -543,25 +576,50 @@ func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
 // last write are about to be acknowledged, then sends the standby status.
 // A failed write leaves the acknowledged position where it was.
 func (r *Reader) acknowledge(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) error {
-	if r.safeLSN > r.ackLSN {
-		if r.lastPublished != r.ckptPos {
-			if err := r.writeCheckpoint(ctx, conn, r.lastPublished); err != nil {
+	target, base := r.ackTarget()
+	if target > r.ackLSN || (target == r.ackLSN && r.lastPublished != r.ckptDelivered) {
+		if base != r.ckptPos || r.lastPublished != r.ckptDelivered {
+			if err := r.writeCheckpoint(ctx, conn, base, r.lastPublished); err != nil {
 				r.log.Error().Err(err).Msg("write checkpoint; not acknowledging")
 				_ = r.sendStatus(repl)
 				return fmt.Errorf("write checkpoint: %w", err)
 			}
-			r.ckptPos = r.lastPublished
+			r.ckptPos, r.ckptDelivered = base, r.lastPublished
 		}
-		r.ackLSN = r.safeLSN
+		r.ackLSN = max(r.ackLSN, target)
 	}
 	return r.sendStatus(repl)
 }
 
-func (r *Reader) writeCheckpoint(ctx context.Context, conn *pgx.Conn, pos broker.Position) error {
+// ackTarget is how far the slot may be acknowledged, and the checkpoint
+// base that goes with it (every event after base is streamed again after a
+// restart). Everything published may be acknowledged; but while the sink
+// retains a resume window and the WAL since its oldest transaction is
+// within ResumeWALLimit, the reader holds the slot at that transaction, so
+// that a restart streams the window again and clients that resume from any
+// position in it lose nothing.
+func (r *Reader) ackTarget() (pglogrepl.LSN, broker.Position) {
+	target, base := r.safeLSN, r.lastPublished
+	if r.cfg.ResumeWALLimit < 0 {
+		return target, base
+	}
+	wbase, first := r.cfg.Sink.Retained()
+	hold := pglogrepl.LSN(first.LSN)
+	switch {
+	case first.IsZero(), hold >= target, hold < r.ackLSN:
+		return target, base
+	case r.serverWALEnd > hold && int64(r.serverWALEnd-hold) > r.cfg.ResumeWALLimit:
+		return target, base
+	}
+	return hold, wbase
+}
+
+func (r *Reader) writeCheckpoint(ctx context.Context, conn *pgx.Conn, pos, delivered broker.Position) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := conn.Exec(ctx, `INSERT INTO pgrealtime.checkpoint (slot, position, updated_at) VALUES ($1, $2, now())
-		ON CONFLICT (slot) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`, r.cfg.Slot, pos.String())
+	_, err := conn.Exec(ctx, `INSERT INTO pgrealtime.checkpoint (slot, position, delivered, updated_at) VALUES ($1, $2, $3, now())
+		ON CONFLICT (slot) DO UPDATE SET position = excluded.position, delivered = excluded.delivered, updated_at = excluded.updated_at`,
+		r.cfg.Slot, pos.String(), delivered.String())
 	return err
 }
 

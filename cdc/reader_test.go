@@ -67,6 +67,15 @@ func (s *recSink) PublishLive(_ context.Context, ev *broker.Event) error {
 	return nil
 }
 
+func (s *recSink) MarkDelivered(pos broker.Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "delivered")
+}
+
+// Retained: the recording sink keeps no resume window.
+func (s *recSink) Retained() (base, first broker.Position) { return }
+
 func (s *recSink) SetBase(pos broker.Position) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,13 +6,19 @@
 
 CREATE SCHEMA IF NOT EXISTS pgrealtime;
 
--- Resume checkpoint: the position of the last event published at or before
--- the LSN pgrealtime acknowledged on its replication slot.
+-- Resume checkpoint: every event after position is streamed again by the
+-- slot after a restart (position is the last event published before the
+-- transaction the slot's confirmed LSN points at).
 CREATE TABLE IF NOT EXISTS pgrealtime.checkpoint (
     slot       text PRIMARY KEY,
     position   text NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- delivered: the last event delivered to subscribers before the checkpoint
+-- was written. After a restart the slot streams the events after position
+-- again (to rebuild the resume history); those up to delivered are not
+-- delivered live a second time.
+ALTER TABLE pgrealtime.checkpoint ADD COLUMN IF NOT EXISTS delivered text;
 
 -- pgrealtime.broadcast sends a custom event to subscribers of
 -- <collection>[.<record_id>]. It is transactional: the event travels through

@@ -451,9 +451,65 @@ func Run(t *testing.T, newBroker NewBroker) {
 		if got := ids(settle(r)); fmt.Sprint(got) != "[posts/create/1]" {
 			t.Fatalf("got %v", got)
 		}
+		// A later base (a recreated slot) drops what came before it.
+		publish(t, b, Tx(700, "posts/create/2"))
+		b.SetBase(broker.Position{LSN: 800})
+		mid := broker.Position{LSN: 600, Index: 1}
+		if _, err := b.Subscribe(ctx(t), NewRecorder(), pats(t, "posts"), &mid); !errors.Is(err, broker.ErrHistoryUnavailable) {
+			t.Fatalf("position before a later base: err = %v, want ErrHistoryUnavailable", err)
+		}
 		older := broker.Position{LSN: 500, Index: 2}
 		if _, err := b.Subscribe(ctx(t), NewRecorder(), pats(t, "posts"), &older); !errors.Is(err, broker.ErrHistoryUnavailable) {
 			t.Fatalf("position before base: err = %v, want ErrHistoryUnavailable", err)
+		}
+	})
+
+	t.Run("RestartRebuildsHistoryWithoutDeliveringTwice", func(t *testing.T) {
+		// After a restart the reader re-streams the window after the
+		// checkpoint's base (here 0/64:1) up to what the earlier run had
+		// delivered (0/C8:1): retained for resume, not delivered again.
+		b := newBroker(t, historySize)
+		b.SetBase(broker.Position{LSN: 100, Index: 1})
+		b.MarkDelivered(broker.Position{LSN: 200, Index: 1})
+		live := NewRecorder()
+		if pos := subscribe(t, b, live, nil, "posts", "comments"); pos.String() != "0/C8:1" {
+			t.Fatalf("subscribed position %s, want what the earlier run delivered, 0/C8:1", pos)
+		}
+		// A client that saw 0/96:1 (a posts event) resumes while the
+		// stream is still catching up: it must wait for the catch-up.
+		resumed := make(chan broker.Position, 1)
+		r := NewRecorder()
+		go func() {
+			since := broker.Position{LSN: 150, Index: 1}
+			pos, err := b.Subscribe(ctx(t), r, pats(t, "posts"), &since)
+			if err != nil {
+				t.Errorf("resume: %v", err)
+			}
+			resumed <- pos
+		}()
+		publish(t, b, Tx(100, "posts/create/0", "posts/create/1")) // 0/64:1 is before the base
+		publish(t, b, Tx(150, "posts/create/2"))
+		publish(t, b, Tx(180, "comments/create/3"))
+		publish(t, b, Tx(200, "posts/create/4"))
+		publish(t, b, Tx(300, "posts/create/5")) // new
+		<-resumed
+		if got := ids(r.WaitN(t, 2)); fmt.Sprint(got) != "[posts/create/4 posts/create/5]" {
+			t.Fatalf("resumed client got %v, want [posts/create/4 posts/create/5]", got)
+		}
+		if got := ids(settle(live)); fmt.Sprint(got) != "[posts/create/5]" {
+			t.Fatalf("live client got %v: re-streamed events were delivered again", got)
+		}
+		base, first := b.Retained()
+		if base.String() != "0/64:1" || first.String() != "0/64:2" {
+			t.Fatalf("Retained() = %s, %s", base, first)
+		}
+		for _, since := range []string{"0/64:1", "0/B4:1"} {
+			p, _ := broker.ParsePosition(since)
+			r := NewRecorder()
+			subscribe(t, b, r, &p, "posts.*")
+			if n := len(settle(r)); n == 0 {
+				t.Fatalf("resume from %s replayed nothing", since)
+			}
 		}
 	})
 
