@@ -348,14 +348,14 @@ func TestReaderUpdates(t *testing.T) {
 	rr.waitReady(t, ctx)
 
 	mustExec(t, ctx, conn, `INSERT INTO docs VALUES (1, 't', repeat('x', 5000))`)
-	mustExec(t, ctx, conn, `UPDATE docs SET title = 'changed' WHERE id = 1`)         // unchanged TOAST
-	mustExec(t, ctx, conn, `UPDATE docs SET id = 2 WHERE id = 1`)                    // key change
-	mustExec(t, ctx, conn, `INSERT INTO full_items VALUES (1, 'a', 1)`)               //
-	mustExec(t, ctx, conn, `UPDATE full_items SET qty = 2 WHERE id = 1`)              // FULL: old values
-	mustExec(t, ctx, conn, `UPDATE full_items SET id = 3 WHERE id = 1`)               // FULL + key change
-	mustExec(t, ctx, conn, `DELETE FROM full_items WHERE id = 3`)                     // FULL delete: whole row
-	mustExec(t, ctx, conn, `INSERT INTO pair VALUES (1, 2, 'v')`)                     //
-	mustExec(t, ctx, conn, `UPDATE pair SET b = 3 WHERE a = 1`)                       // composite key change
+	mustExec(t, ctx, conn, `UPDATE docs SET title = 'changed' WHERE id = 1`) // unchanged TOAST
+	mustExec(t, ctx, conn, `UPDATE docs SET id = 2 WHERE id = 1`)            // key change
+	mustExec(t, ctx, conn, `INSERT INTO full_items VALUES (1, 'a', 1)`)      //
+	mustExec(t, ctx, conn, `UPDATE full_items SET qty = 2 WHERE id = 1`)     // FULL: old values
+	mustExec(t, ctx, conn, `UPDATE full_items SET id = 3 WHERE id = 1`)      // FULL + key change
+	mustExec(t, ctx, conn, `DELETE FROM full_items WHERE id = 3`)            // FULL delete: whole row
+	mustExec(t, ctx, conn, `INSERT INTO pair VALUES (1, 2, 'v')`)            //
+	mustExec(t, ctx, conn, `UPDATE pair SET b = 3 WHERE a = 1`)              // composite key change
 	evs := waitEvents(t, ctx, sink, 9)
 
 	type want struct{ action, id, oldID, record, old string }
