@@ -83,6 +83,7 @@ type Config struct {
 	MaxMessageBytes  int64
 	SendQueue        int
 	HistorySize      int
+	ResumeWALMB      int
 	AllowedOrigins   []string
 	LogLevel         zerolog.Level
 	LogFormat        string
@@ -234,6 +235,15 @@ var options = []option{
 		set: positiveInt(func(c *Config) *int { return &c.SendQueue })},
 	{name: "history-size", def: "10000", help: "events kept in memory for resume with `since`", cmds: cmdServe | cmdDev,
 		set: positiveInt(func(c *Config) *int { return &c.HistorySize })},
+	{name: "resume-wal-mb", def: "64", help: "WAL (MiB) the slot may hold back so that a restart can rebuild the resume history; past it, resume across a restart works only from the last event; 0: never hold back", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 0 || n > 1<<20 {
+				return fmt.Errorf("must be a whole number of MiB from 0 to 1048576, got %q", v)
+			}
+			c.ResumeWALMB = n
+			return nil
+		}},
 	{name: "allowed-origins", docDef: "(same host only)", help: "comma list of origins allowed to open a WebSocket (`https://app.example.com`, `*.example.com`, `*`); default: same host only; requests without Origin are allowed", cmds: cmdServe | cmdDev,
 		set: func(c *Config, v string) error {
 			c.AllowedOrigins = nil

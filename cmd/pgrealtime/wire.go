@@ -21,12 +21,13 @@ import (
 func buildPipeline(cfg *Config, set *rules.Set, verifier *auth.Verifier, log zerolog.Logger) (*pipeline, error) {
 	b := broker.NewMemory(broker.Config{HistorySize: cfg.HistorySize, Prepare: set.Prepare, Logger: log})
 	r, err := cdc.NewReader(cdc.Config{
-		ConnString:    cfg.DatabaseURL,
-		Publication:   cfg.Publication,
-		Slot:          cfg.Slot,
-		NotifyChannel: cfg.NotifyChannel,
-		Sink:          b,
-		Logger:        log,
+		ConnString:     cfg.DatabaseURL,
+		Publication:    cfg.Publication,
+		Slot:           cfg.Slot,
+		NotifyChannel:  cfg.NotifyChannel,
+		Sink:           b,
+		Logger:         log,
+		ResumeWALLimit: resumeWALLimit(cfg.ResumeWALMB),
 	})
 	if err != nil {
 		b.Close()
@@ -75,4 +76,13 @@ func loadDemo(ctx context.Context, url string) error {
 
 func signToken(secret string, claims map[string]any) (string, error) {
 	return auth.SignHS256([]byte(secret), claims)
+}
+
+// resumeWALLimit converts --resume-wal-mb to cdc's limit (0 MiB: never hold
+// the slot back, which cdc spells as a negative limit).
+func resumeWALLimit(mb int) int64 {
+	if mb <= 0 {
+		return -1
+	}
+	return int64(mb) << 20
 }
