@@ -50,13 +50,15 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.count.Add(-1)
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // origin checked above
+	crw := &corkRW{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
+	ws, err := websocket.Accept(crw, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // origin checked above
 	if err != nil {
 		s.log.Debug().Err(err).Str(logRemote, r.RemoteAddr).Msg("websocket upgrade failed")
 		return
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	c := s.newConn(ws, r, ident)
+	c.cork = crw.cc
 
 	s.mu.Lock()
 	if s.closing.Load() {

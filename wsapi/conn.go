@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -69,7 +70,7 @@ type conn struct {
 	done       chan struct{} // closed when the connection starts closing
 	closeDone  chan struct{} // closed when the close handshake is over
 	writerDone chan struct{}
-	dog        *time.Timer // write watchdog
+	cork       *corkConn // the hijacked socket; nil without an upgrade (tests)
 	pinging    atomic.Bool
 
 	// Reader goroutine state; subs is written only by the reader goroutine,
@@ -105,8 +106,6 @@ func (s *Server) newConn(ws *websocket.Conn, r *http.Request, id *auth.Identity)
 	}
 	c.ident.Store(id)
 	c.setLogger(id)
-	c.dog = time.AfterFunc(time.Hour, func() { c.slow("write timed out") })
-	c.dog.Stop()
 	return c
 }
 
@@ -143,7 +142,6 @@ func (c *conn) run() {
 	c.cancel()
 	<-c.writerDone
 	c.s.cfg.Broker.Remove(c)
-	c.dog.Stop()
 	c.expMu.Lock()
 	if c.expTimer != nil {
 		c.expTimer.Stop()
@@ -323,11 +321,45 @@ func (c *conn) writeLoop() {
 				go c.ping()
 			}
 		case it := <-c.queue:
-			if !c.write(it) {
+			if !c.drain(it) {
 				return
 			}
 		}
 	}
+}
+
+// drain writes it, then every item queued meanwhile, with the socket
+// corked: the frames are written with one write(2) per corkMax bytes
+// (plus one at the end) instead of one per frame. Control frames that
+// coder/websocket writes from other goroutines during the drain (pong,
+// ping, close) are buffered in order with the frames and flushed with
+// them. Each flush has a deadline of WriteTimeout. It reports whether the
+// writer may go on.
+func (c *conn) drain(it item) bool {
+	c.cork.cork()
+	ok := c.write(it)
+	for ok {
+		select {
+		case <-c.done:
+			ok = false
+			continue
+		default:
+		}
+		select {
+		case it = <-c.queue:
+			ok = c.write(it)
+			continue
+		default:
+		}
+		break
+	}
+	// Flush even when closing: what was buffered (a close frame included)
+	// goes out in order.
+	if err := c.cork.uncork(); err != nil {
+		c.writeFailed(err)
+		return false
+	}
+	return ok
 }
 
 func (c *conn) ping() {
@@ -369,20 +401,32 @@ func (c *conn) write(it item) bool {
 	return true
 }
 
+// writeFrame writes one text frame. While corked it only copies b, unless
+// the cork buffer is full, in which case the flush is bounded by the write
+// deadline of the cork.
 func (c *conn) writeFrame(b []byte) bool {
-	c.dog.Reset(c.s.cfg.WriteTimeout)
-	err := c.ws.Write(context.Background(), websocket.MessageText, b) // no per-write AfterFunc: the watchdog bounds it
-	c.dog.Stop()
-	if err != nil {
-		select {
-		case <-c.done:
-		default:
-			c.logger().Debug().Err(err).Msg("write failed")
-			c.drop()
-		}
+	if err := c.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
+		c.writeFailed(err)
 		return false
 	}
 	return true
+}
+
+// writeFailed handles a failed write or flush: a write that timed out is a
+// slow consumer (4008); either way the socket is dropped (a partial frame
+// may have been written, so no close frame can follow it).
+func (c *conn) writeFailed(err error) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.slow("write timed out")
+	} else {
+		c.logger().Debug().Err(err).Msg("write failed")
+	}
+	c.drop()
 }
 
 // armExpiry closes the connection with 4001 when id's token expires,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -44,6 +45,7 @@ type envOpts struct {
 	noAuth  bool          // no verifier
 	since   time.Duration // sinceWait (default SinceWait)
 	cfg     func(*Config)
+	conn    func(net.Conn) net.Conn // wraps every accepted server-side connection
 }
 
 // newEnv starts a server. Every test gets a deadline through e.ctx.
@@ -90,7 +92,11 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.since > 0 {
 		srv.sinceWait = o.since
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	if o.conn != nil {
+		hs.Listener = wrapListener{hs.Listener, o.conn}
+	}
+	hs.Start()
 	e := &env{t: t, ctx: ctx, broker: b, srv: srv, hs: hs, wsURL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/realtime"}
 	e.lsn.Store(0x1000000)
 	t.Cleanup(func() {
@@ -407,3 +413,17 @@ func (e *env) waitFor(what string, cond func() bool) {
 var _ = sync.Mutex{}
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// wrapListener wraps every accepted connection with wrap.
+type wrapListener struct {
+	net.Listener
+	wrap func(net.Conn) net.Conn
+}
+
+func (l wrapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.wrap(c), nil
+}
