@@ -49,33 +49,40 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "too_many_connections", fmt.Sprintf("the server holds its maximum of %d connections", s.cfg.MaxConnections))
 		return
 	}
-	defer s.count.Add(-1)
 	crw := &corkRW{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
 	ws, err := websocket.Accept(crw, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // origin checked above
 	if err != nil {
+		s.count.Add(-1)
 		s.log.Debug().Err(err).Str(logRemote, r.RemoteAddr).Msg("websocket upgrade failed")
 		return
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
-	c := s.newConn(ws, r, ident)
+	c := s.newConn(ws, r.RemoteAddr, ident)
 	c.cork = crw.cc
 
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
+		s.count.Add(-1)
 		ws.Close(StatusGoingAway, "server shutting down")
 		return
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.wg.Done()
+	// The session runs on its own goroutine and the handler returns, so
+	// that net/http's per-request state (the request, its headers, the
+	// response) is not kept for the life of the socket.
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+			s.count.Add(-1)
+			s.wg.Done()
+		}()
+		c.run()
 	}()
-	c.run()
 }
 
 // adminOnly authorizes the admin APIs: a Bearer token with the admin role;

@@ -34,7 +34,7 @@ func BenchmarkDeliver(b *testing.B) {
 	id := &auth.Identity{Subject: "u1", Role: "user", Claims: map[string]any{"sub": "u1", "role": "user"}}
 	for _, coll := range []string{"public", "owned"} {
 		b.Run(coll, func(b *testing.B) {
-			c := s.newConn(nil, httptest.NewRequest("GET", "/realtime", nil), id)
+			c := s.newConn(nil, httptest.NewRequest("GET", "/realtime", nil).RemoteAddr, id)
 			ev := &broker.Event{Kind: broker.KindRecord, Collection: coll, Action: "create", RecordID: "1",
 				Record: broker.Row{{Name: "id", Value: int64(1)}, {Name: "user_id", Value: "u1"}}, Timestamp: time.Now()}
 			if !set.Prepare(ev) {
@@ -46,7 +46,7 @@ func BenchmarkDeliver(b *testing.B) {
 			queued := 0
 			for i := range b.N {
 				c.Deliver(ev)
-				if (i+1)%cap(c.queue) == 0 { // drain outside the timer
+				if (i+1)%s.cfg.SendQueue == 0 { // drain outside the timer
 					b.StopTimer()
 					queued += drain(c)
 					b.StartTimer()
@@ -62,9 +62,7 @@ func BenchmarkDeliver(b *testing.B) {
 
 func drain(c *conn) int {
 	for n := 0; ; n++ {
-		select {
-		case <-c.queue:
-		default:
+		if _, ok := c.pop(); !ok {
 			return n
 		}
 	}

@@ -3,7 +3,6 @@ package wsapi
 import (
 	"context"
 	"errors"
-	"net/http"
 	"os"
 	"sort"
 	"sync"
@@ -58,10 +57,14 @@ type conn struct {
 	ctx    context.Context // reads and writes; cancelled to drop the socket at once
 	cancel context.CancelFunc
 
-	// Send queue. qmu is this connection's own lock (never shared with
-	// other connections); Deliver holds it only for a non-blocking send.
-	queue   chan item
+	// Send queue: a FIFO that grows on demand (q[qhead:], at most
+	// SendQueue items) under qmu, this connection's own lock (never shared
+	// with other connections; Deliver holds it only to append). notify
+	// wakes the writer.
 	qmu     sync.Mutex
+	q       []item
+	qhead   int
+	notify  chan struct{}
 	holding bool   // a subscribe is in progress: deliveries wait in held
 	held    []item // until its reply is queued
 	closed  bool   // no more enqueues
@@ -86,17 +89,19 @@ type conn struct {
 
 var _ broker.Subscriber = (*conn)(nil)
 
-func (s *Server) newConn(ws *websocket.Conn, r *http.Request, id *auth.Identity) *conn {
+// newConn makes the connection of an upgraded socket; remote is the
+// client's address (the request is not kept).
+func (s *Server) newConn(ws *websocket.Conn, remote string, id *auth.Identity) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		s:           s,
 		ws:          ws,
 		id:          newConnID(),
-		remote:      r.RemoteAddr,
+		remote:      remote,
 		connectedAt: time.Now().UTC(),
 		ctx:         ctx,
 		cancel:      cancel,
-		queue:       make(chan item, s.cfg.SendQueue),
+		notify:      make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		closeDone:   make(chan struct{}),
 		writerDone:  make(chan struct{}),
@@ -234,18 +239,52 @@ func (c *conn) pushLocked(it item) bool {
 	case c.closed:
 		return true
 	case c.holding:
-		if len(c.held) >= cap(c.queue) {
+		if len(c.held) >= c.s.cfg.SendQueue {
 			return false
 		}
 		c.held = append(c.held, it)
 		return true
 	}
-	select {
-	case c.queue <- it:
-		return true
-	default:
+	n := len(c.q) - c.qhead
+	if n >= c.s.cfg.SendQueue {
 		return false
 	}
+	if len(c.q) == cap(c.q) && c.qhead > 0 { // reuse the space already written
+		copy(c.q, c.q[c.qhead:])
+		clear(c.q[n:])
+		c.q, c.qhead = c.q[:n], 0
+	}
+	c.q = append(c.q, it)
+	select {
+	case c.notify <- struct{}{}:
+	default: // the writer has a wake-up pending
+	}
+	return true
+}
+
+// queueKeep is the capacity an empty send queue keeps; a bigger one (after
+// a burst) is released.
+const queueKeep = 16
+
+// pop takes the first item of the send queue.
+func (c *conn) pop() (item, bool) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.qhead == len(c.q) {
+		return item{}, false
+	}
+	it := c.q[c.qhead]
+	c.q[c.qhead] = item{}
+	c.qhead++
+	if c.qhead == len(c.q) {
+		if cap(c.q) > queueKeep {
+			c.q = nil
+		} else {
+			c.q = c.q[:0]
+		}
+		c.qhead = 0
+	}
+	return it, true
 }
 
 // hold makes deliveries wait until release, so that the reply to a
@@ -278,7 +317,7 @@ func (c *conn) release(reply []byte) {
 func (c *conn) queued() int {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	return len(c.queue) + len(c.held)
+	return len(c.q) - c.qhead + len(c.held)
 }
 
 var deliveredCounters = map[string]prometheus.Counter{}
@@ -320,38 +359,35 @@ func (c *conn) writeLoop() {
 			if c.pinging.CompareAndSwap(false, true) {
 				go c.ping()
 			}
-		case it := <-c.queue:
-			if !c.drain(it) {
+		case <-c.notify:
+			if !c.drain() {
 				return
 			}
 		}
 	}
 }
 
-// drain writes it, then every item queued meanwhile, with the socket
+// drain writes every queued item, including those queued meanwhile, with the socket
 // corked: the frames are written with one write(2) per corkMax bytes
 // (plus one at the end) instead of one per frame. Control frames that
 // coder/websocket writes from other goroutines during the drain (pong,
 // ping, close) are buffered in order with the frames and flushed with
 // them. Each flush has a deadline of WriteTimeout. It reports whether the
 // writer may go on.
-func (c *conn) drain(it item) bool {
+func (c *conn) drain() bool {
 	c.cork.cork()
-	ok := c.write(it)
+	ok := true
 	for ok {
+		it, more := c.pop()
+		if !more {
+			break
+		}
+		ok = c.write(it)
 		select {
 		case <-c.done:
 			ok = false
-			continue
 		default:
 		}
-		select {
-		case it = <-c.queue:
-			ok = c.write(it)
-			continue
-		default:
-		}
-		break
 	}
 	// Flush even when closing: what was buffered (a close frame included)
 	// goes out in order.

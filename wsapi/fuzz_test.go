@@ -91,7 +91,7 @@ func FuzzHandle(f *testing.F) {
 	ws := <-got
 	req := httptest.NewRequest("GET", "/realtime", nil)
 	admin := &auth.Identity{Subject: "root", Role: DefaultAdminRole}
-	c := srv.newConn(ws, req, admin)
+	c := srv.newConn(ws, req.RemoteAddr, admin)
 	c.limiter = rate.NewLimiter(rate.Inf, 0)
 	c.abuse = rate.NewLimiter(rate.Inf, 0)
 	defer b.Remove(c)
@@ -114,8 +114,7 @@ func FuzzHandle(f *testing.F) {
 		default:
 		}
 		var raw [][]byte
-		for len(c.queue) > 0 {
-			it := <-c.queue
+		for it, ok := c.pop(); ok; it, ok = c.pop() {
 			if it.raw != nil {
 				raw = append(raw, it.raw)
 			}

@@ -1,0 +1,133 @@
+package wsapi
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/pgrealtime/pgrealtime/broker"
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
+	"github.com/pgrealtime/pgrealtime/wsapi/auth"
+)
+
+// idleConn returns a conn on a real server-side socket whose writer is not
+// running, so that its send queue only fills.
+func idleConn(t *testing.T, sendQueue int) (*conn, *websocket.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	b := broker.NewMemory(broker.Config{HistorySize: 16})
+	t.Cleanup(func() { b.Close() })
+	srv, err := New(Config{Broker: b, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), SendQueue: sendQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *websocket.Conn, 1)
+	hold := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		got <- ws
+		<-hold
+	}))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { close(hold) })
+	cws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cws.CloseNow() })
+	var ws *websocket.Conn
+	select {
+	case ws = <-got:
+	case <-ctx.Done():
+		t.Fatal("no server-side socket")
+	}
+	c := srv.newConn(ws, "127.0.0.1:1", &auth.Identity{Subject: "root", Role: DefaultAdminRole})
+	return c, cws
+}
+
+// The send queue holds exactly SendQueue items (held ones included);
+// one more closes the connection with 4008, once, without blocking; it
+// allocates nothing until something is queued, in FIFO order.
+func TestSendQueueLimit(t *testing.T) {
+	const limit = 100
+	c, cws := idleConn(t, limit)
+	if cap(c.q) != 0 {
+		t.Fatalf("a new connection preallocates a queue of %d items", cap(c.q))
+	}
+	slowBefore := counterValue(t, metrics.SlowConsumerCloses)
+	evs := make([]*broker.Event, limit+1)
+	for i := range evs {
+		evs[i] = &broker.Event{Kind: broker.KindRecord, Collection: "posts", Action: "create", JSON: []byte("{}")}
+	}
+	// A subscribe in progress: the held deliveries count against the limit.
+	c.hold()
+	for _, ev := range evs[:limit/2] {
+		c.Deliver(ev)
+	}
+	c.release([]byte(`{"type":"subscribed"}`))
+	if got := c.queued(); got != limit/2+1 {
+		t.Fatalf("queued %d, want %d", got, limit/2+1)
+	}
+	// Popping and pushing around the ring keeps the order.
+	if it, _ := c.pop(); string(it.raw) != `{"type":"subscribed"}` {
+		t.Fatalf("first item %+v, want the reply", it)
+	}
+	for i := 0; i < limit/2; i++ {
+		if it, _ := c.pop(); it.ev != evs[i] {
+			t.Fatalf("item %d out of order", i)
+		}
+		c.Deliver(evs[limit/2+i])
+	}
+	for _, ev := range evs[:limit/2] {
+		c.Deliver(ev)
+	}
+	if got := c.queued(); got != limit {
+		t.Fatalf("queued %d, want %d", got, limit)
+	}
+	select {
+	case <-c.done:
+		t.Fatalf("closed with %d items queued, the limit is %d", limit, limit)
+	default:
+	}
+	start := time.Now()
+	c.Deliver(evs[limit]) // one too many
+	c.Deliver(evs[limit])
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("an overflowing Deliver took %v", d)
+	}
+	select {
+	case <-c.done:
+	default:
+		t.Fatal("not closed after overflowing the queue")
+	}
+	if d := counterValue(t, metrics.SlowConsumerCloses) - slowBefore; d != 1 {
+		t.Fatalf("%v slow-consumer closes, want 1", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := cws.Read(ctx)
+	if code := websocket.CloseStatus(err); code != StatusSlowConsumer {
+		t.Fatalf("client: %v, want close 4008", err)
+	}
+	// The remaining items are still in order (the writer would stop at
+	// done; this checks the ring).
+	for i := 0; i < limit; i++ {
+		it, ok := c.pop()
+		if want := evs[(limit/2+i)%limit]; !ok || it.ev != want {
+			t.Fatalf("item %d: got %v (ok %v), want event %d", i, it.ev, ok, (limit/2+i)%limit)
+		}
+	}
+	if _, ok := c.pop(); ok || cap(c.q) > queueKeep {
+		t.Fatalf("drained queue keeps %d items of capacity", cap(c.q))
+	}
+}
