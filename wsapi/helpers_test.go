@@ -1,6 +1,7 @@
 package wsapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -404,7 +406,9 @@ func (e *env) waitFor(what string, cond func() bool) {
 	for !cond() {
 		select {
 		case <-e.ctx.Done():
-			e.t.Fatalf("timed out waiting for %s", what)
+			var buf bytes.Buffer
+			pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			e.t.Fatalf("timed out waiting for %s; goroutines:\n%s", what, buf.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
