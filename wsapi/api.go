@@ -59,6 +59,7 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	c := s.newConn(ws, r.RemoteAddr, ident)
 	c.cork = crw.cc
+	c.cork.onTimeout = func() { c.slow("write timed out") } // the close frame follows what is buffered
 
 	s.mu.Lock()
 	if s.closing.Load() {

@@ -448,9 +448,11 @@ func (c *conn) writeFrame(b []byte) bool {
 	return true
 }
 
-// writeFailed handles a failed write or flush: a write that timed out is a
-// slow consumer (4008); either way the socket is dropped (a partial frame
-// may have been written, so no close frame can follow it).
+// writeFailed handles a failed write or flush: the socket is dropped (a
+// partial frame may have been written, so no close frame can follow it).
+// A write that timed out is a slow consumer (4008: the cork's onTimeout
+// already started that close, and gave the flush one more timeout to let
+// the close frame follow the frames; this one missed it too).
 func (c *conn) writeFailed(err error) {
 	select {
 	case <-c.done:

@@ -2,8 +2,10 @@ package wsapi
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -38,7 +40,7 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // corkConn is the hijacked connection of a WebSocket. While corked (the
 // writer goroutine is draining its queue) writes are appended to a buffer;
 // uncork writes the buffer with one write(2), under a write deadline of
-// timeout. The buffer never exceeds corkMax plus one write: a write that
+// timeout (see onTimeout). The buffer never exceeds corkMax plus one write: a write that
 // would overflow it flushes at once. Uncorked writes (control frames
 // written by coder/websocket while the writer is idle) go straight
 // through, as without the cork. Every write and flush happens under mu,
@@ -46,6 +48,11 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type corkConn struct {
 	net.Conn
 	timeout time.Duration
+	// onTimeout is called (once per flush, under mu) when a flush misses
+	// its deadline; the flush then gets one more timeout to finish, so
+	// that the close frame onTimeout triggers can follow the frames
+	// already written. Set before the connection is used.
+	onTimeout func()
 
 	mu     sync.Mutex
 	corked bool
@@ -94,7 +101,12 @@ func (c *corkConn) flushLocked(extra []byte) error {
 		return nil
 	}
 	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
-	_, err := bufs.WriteTo(c.Conn)
+	_, err := bufs.WriteTo(c.Conn) // consumes what was written from bufs
+	if err != nil && c.onTimeout != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.onTimeout()
+		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		_, err = bufs.WriteTo(c.Conn)
+	}
 	if c.buf != nil {
 		b := c.buf
 		c.buf = nil

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,6 +174,51 @@ func TestStalledClientShortWriteTimeout(t *testing.T) {
 				t.Fatal("the stalled connection was not closed")
 			}
 			break
+		}
+	}
+}
+
+// A client that stops reading in the middle of one big transaction (one
+// queue item: no overflow) is closed with 4008 by the flush deadline; when
+// it reads again it gets a prefix of the events, in order, then the 4008
+// close frame (not a cut stream).
+func TestStalledFlushThen4008(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *Config) { c.WriteTimeout = time.Second }})
+	smallBuf := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return serr
+		},
+	}).DialContext}}
+	ws, _, err := websocket.Dial(e.ctx, e.wsURL, &websocket.DialOptions{HTTPClient: smallBuf, HTTPHeader: http.Header{"Authorization": {"Bearer " + adminToken(t)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.wrap(ws)
+	c.sub("big")
+	slowBefore := counterValue(t, metrics.SlowConsumerCloses)
+	payload := strings.Repeat("x", 16<<10)
+	evs := make([]*broker.Event, 400) // 6.4 MiB in one transaction
+	for i := range evs {
+		evs[i] = rec("big", "create", fmt.Sprint(i), "blob", payload)
+	}
+	e.publish(evs...)
+	e.waitFor("the write timeout", func() bool { return counterValue(t, metrics.SlowConsumerCloses) > slowBefore })
+	for i := 0; ; i++ {
+		m, err := c.readErr(20 * time.Second)
+		if err != nil {
+			if code := websocket.CloseStatus(err); code != StatusSlowConsumer {
+				t.Fatalf("after %d events: %v, want close 4008", i, err)
+			}
+			if i == len(evs) {
+				t.Fatalf("every event arrived: the write timeout did not cut in")
+			}
+			t.Logf("4008 after %d of %d events", i, len(evs))
+			return
+		}
+		if i >= len(evs) || m.str("position") != evs[i].Position.String() {
+			t.Fatalf("frame %d: %v", i, m["position"])
 		}
 	}
 }
