@@ -7,12 +7,19 @@
 //     they filter the event with the rules (reading the connection's identity
 //     through an atomic pointer, with no lock shared between connections)
 //     and put the event's shared, already encoded bytes on the connection's
-//     bounded send queue. A connection whose queue overflows is closed with
-//     4008 from another goroutine and removed from the broker; the publisher
-//     and every other connection are never delayed by it.
+//     bounded send queue (a FIFO that grows on demand, at most SendQueue
+//     items; nothing is preallocated). A connection whose queue overflows
+//     is closed with 4008 from another goroutine and removed from the
+//     broker; the publisher and every other connection are never delayed
+//     by it.
 //   - One writer goroutine per socket writes the queue in order, so a
-//     connection receives events in the order the broker delivered them. A
-//     write that stalls for longer than WriteTimeout also closes with 4008.
+//     connection receives events in the order the broker delivered them.
+//     While it drains the queue the socket is corked: frames (and control
+//     frames written meanwhile, in order) are coalesced into one write(2)
+//     per 64 KiB and one at the end of the drain. A flush that stalls for
+//     longer than WriteTimeout closes with 4008 (the flush gets one more
+//     WriteTimeout so that the close frame can follow it; then the socket
+//     is dropped).
 //   - Replies to a request are queued on the same queue. The reply to a
 //     subscribe is queued before any event of the new subscription (and
 //     before the replayed events of a subscribe with since), so a client
