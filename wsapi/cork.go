@@ -29,11 +29,14 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.cc = &corkConn{Conn: nc, timeout: w.timeout}
-	if brw.Writer.Buffered() == 0 {
-		brw.Writer.Reset(w.cc) // reuse its buffer: every write goes through the cork
-	} else {
-		brw.Writer = bufio.NewWriter(w.cc)
+	// Reuse the writer's buffer, pointed at the cork, so that every write
+	// goes through it. (It is empty: net/http flushes the response before
+	// it hands the connection over; flush anyway, to the socket itself.)
+	if err := brw.Writer.Flush(); err != nil {
+		nc.Close()
+		return nil, nil, err
 	}
+	brw.Writer.Reset(w.cc)
 	return w.cc, brw, nil
 }
 
