@@ -78,10 +78,15 @@ func startServer(o serverOptions, extra ...string) (*server, error) {
 }
 
 // cleanEnv is the environment without PGREALTIME_* and DATABASE_URL, so
-// that only the flags given here configure the server.
+// that only the flags given here configure the server. PGREALTIME_PPROF_ADDR
+// is kept: a server built with -tags pprof serves profiles there.
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PGREALTIME_PPROF_ADDR=") {
+			env = append(env, kv)
+			continue
+		}
 		if strings.HasPrefix(kv, "PGREALTIME_") || strings.HasPrefix(kv, "DATABASE_URL=") {
 			continue
 		}
