@@ -48,8 +48,10 @@ type Memory struct {
 	last      Position // last WAL event published (or base)
 	delivered Position // events up to here were delivered by an earlier run
 	lastLSN   uint64   // CommitLSN of the last published transaction
-	changed   chan struct{}
-	closed    bool
+	// changed is closed when the stream moves; nil while nobody waits
+	// for that (made by the first waiter).
+	changed chan struct{}
+	closed  bool
 }
 
 var _ Broker = (*Memory)(nil)
@@ -89,7 +91,6 @@ func NewMemory(cfg Config) *Memory {
 		index:   make(map[topicKey]map[*member]struct{}),
 		members: make(map[Subscriber]*member),
 		history: make([]*Event, cfg.HistorySize),
-		changed: make(chan struct{}),
 	}
 }
 
@@ -120,20 +121,28 @@ func (m *Memory) Publish(ctx context.Context, tx *Tx) error {
 		m.log.Debug().Uint64("commit_lsn", tx.CommitLSN).Msg("ignoring transaction already published")
 		return nil
 	}
-	evs := make([]*Event, 0, len(tx.Events))
-	for _, ev := range tx.Events {
-		if baseKnown && !base.Less(ev.Position) {
-			continue // published by an earlier run before the base: out of the window
+	// evs is tx.Events itself until an event is left out (no copy in the
+	// common case).
+	evs := tx.Events[:0:0]
+	for i, ev := range tx.Events {
+		keep := !baseKnown || base.Less(ev.Position) // else published by an earlier run before the base: out of the window
+		if keep {
+			ok, err := m.prepare(ev)
+			if err != nil {
+				// An event that cannot be encoded is a bug in a value
+				// conversion; refusing the transaction would stall the WAL.
+				m.log.Error().Err(err).Str("position", ev.Position.String()).Msg("dropping event that cannot be encoded")
+			}
+			keep = ok && err == nil
 		}
-		ok, err := m.prepare(ev)
-		if err != nil {
-			// An event that cannot be encoded is a bug in a value
-			// conversion; refusing the transaction would stall the WAL.
-			m.log.Error().Err(err).Str("position", ev.Position.String()).Msg("dropping event that cannot be encoded")
-			continue
-		}
-		if ok {
+		switch {
+		case keep && len(evs) == i:
+			evs = tx.Events[:i+1]
+		case keep:
 			evs = append(evs, ev)
+		case len(evs) == i:
+			// The first event left out: copy the ones kept so far.
+			evs = append(make([]*Event, 0, len(tx.Events)-1), evs...)
 		}
 	}
 
@@ -166,10 +175,17 @@ func (m *Memory) Publish(ctx context.Context, tx *Tx) error {
 		m.fanoutBatchLocked(live)
 	}
 	if len(tx.Events) > 0 {
-		close(m.changed)
-		m.changed = make(chan struct{})
+		m.notifyLocked()
 	}
 	return nil
+}
+
+// notifyLocked wakes the waiters for a move of the stream, if any.
+func (m *Memory) notifyLocked() {
+	if m.changed != nil {
+		close(m.changed)
+		m.changed = nil
+	}
 }
 
 func (m *Memory) retainLocked(ev *Event) {
@@ -320,8 +336,7 @@ func (m *Memory) SetBase(pos Position) {
 		m.histStart = (m.histStart + 1) % len(m.history)
 		m.histLen--
 	}
-	close(m.changed)
-	m.changed = make(chan struct{})
+	m.notifyLocked()
 }
 
 // MarkDelivered implements Broker.
@@ -364,6 +379,9 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 		// delivered (still catching up after a restart): events up to
 		// there are not delivered live again, so they must be replayed.
 		for !m.closed && (m.last.Less(*since) || m.last.Less(m.delivered)) {
+			if m.changed == nil {
+				m.changed = make(chan struct{})
+			}
 			ch := m.changed
 			m.mu.Unlock()
 			select {
@@ -507,8 +525,7 @@ func (m *Memory) Close() error {
 	defer m.mu.Unlock()
 	if !m.closed {
 		m.closed = true
-		close(m.changed)
-		m.changed = make(chan struct{})
+		m.notifyLocked()
 	}
 	return nil
 }

@@ -99,3 +99,38 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(b.N), "allocs/event")
 }
+
+func commitMsg(lsn, end uint64) []byte {
+	b := []byte{'C', 0}
+	b = binary.BigEndian.AppendUint64(b, lsn)
+	b = binary.BigEndian.AppendUint64(b, end)
+	return binary.BigEndian.AppendUint64(b, 0)
+}
+
+// BenchmarkDecodeSingleRowTx decodes Begin, a 3-column Insert and Commit:
+// the stream of single-row transactions of the write-overhead benchmark.
+// One op is one transaction.
+func BenchmarkDecodeSingleRowTx(b *testing.B) {
+	cols := []string{"id", "v", "note"}
+	oids := []uint32{pgtype.Int8OID, pgtype.Int4OID, pgtype.TextOID}
+	d := newDecoder(&fixtureCatalog{Keys: map[string][]string{"public.bench": {"id"}}}, zerolog.Nop())
+	ctx := context.Background()
+	if _, err := d.decode(ctx, relationMsg(1, "public", "bench", cols, oids, 0)); err != nil {
+		b.Fatal(err)
+	}
+	ins := insertMsg(1, []string{"1234567", "7654321", "live row"})
+	begin, commit := beginMsg(1<<32), commitMsg(1<<32, 1<<32+64)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.decode(ctx, begin); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := d.decode(ctx, ins); err != nil {
+			b.Fatal(err)
+		}
+		out, err := d.decode(ctx, commit)
+		if err != nil || out.tx == nil || len(out.tx.Events) != 1 {
+			b.Fatalf("commit: %v, %+v", err, out)
+		}
+	}
+}

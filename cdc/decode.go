@@ -76,10 +76,30 @@ type decoder struct {
 	index uint32
 
 	spansA, spansB []span
-	evChunk        []broker.Event // events are allocated eventChunk at a time
+	evChunk        []broker.Event  // events are allocated eventChunk at a time
+	colChunk       []broker.Column // so are the columns of rows,
+	arena          []byte          // and the copies of message bodies
+
+	// Begin and Commit are decoded into these (no allocation per message).
+	begin  pglogrepl.BeginMessage
+	commit pglogrepl.CommitMessage
 }
 
-const eventChunk = 32
+// Chunk sizes of the decoder's allocations. Events, rows and message copies
+// of consecutive changes share chunks: a chunk stays in memory while any
+// event in it is retained, a few KiB more than the events themselves.
+const (
+	eventChunk  = 32
+	columnChunk = 256     // broker.Column values (32 bytes each)
+	arenaChunk  = 8 << 10 // bytes of message bodies
+)
+
+// txWithEvent allocates a transaction together with room for its first
+// event pointer: most transactions change one row.
+type txWithEvent struct {
+	tx  broker.Tx
+	evs [1]*broker.Event
+}
 
 func newDecoder(cat catalog, log zerolog.Logger) *decoder {
 	return &decoder{
@@ -114,19 +134,24 @@ func (d *decoder) decode(ctx context.Context, data []byte) (decoded, error) {
 		return decoded{}, d.update(data[1:])
 	case pglogrepl.MessageTypeDelete:
 		return decoded{}, d.delete(data[1:])
-	}
-	msg, err := pglogrepl.Parse(data)
-	if err != nil {
-		return decoded{}, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
-	}
-	switch m := msg.(type) {
-	case *pglogrepl.BeginMessage:
+	case pglogrepl.MessageTypeBegin:
+		m := &d.begin
+		if err := m.Decode(data[1:]); err != nil {
+			return decoded{}, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
+		}
 		if d.tx != nil {
 			return decoded{}, fmt.Errorf("begin of transaction %s inside transaction %s", m.FinalLSN, pglogrepl.LSN(d.tx.CommitLSN))
 		}
-		d.tx = &broker.Tx{CommitLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime.UTC()}
+		a := &txWithEvent{tx: broker.Tx{CommitLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime.UTC()}}
+		a.tx.Events = a.evs[:0]
+		d.tx = &a.tx
 		d.index = 0
-	case *pglogrepl.CommitMessage:
+		return decoded{}, nil
+	case pglogrepl.MessageTypeCommit:
+		m := &d.commit
+		if err := m.Decode(data[1:]); err != nil {
+			return decoded{}, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
+		}
 		if d.tx == nil {
 			return decoded{}, fmt.Errorf("commit %s without begin", m.CommitLSN)
 		}
@@ -137,6 +162,12 @@ func (d *decoder) decode(ctx context.Context, data []byte) (decoded, error) {
 		}
 		tx.EndLSN = uint64(m.TransactionEndLSN)
 		return decoded{tx: tx}, nil
+	}
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return decoded{}, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
+	}
+	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		return decoded{}, d.relation(ctx, m)
 	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage:
@@ -303,7 +334,7 @@ func (d *decoder) insert(src []byte) error {
 	if err != nil {
 		return err
 	}
-	buf := cloneArena(src[5:])
+	buf := d.clone(src[5:])
 	var n int
 	d.spansA, n, err = scanTuple(buf, d.spansA[:0], len(rel.cols))
 	if err != nil || n != len(buf) {
@@ -327,7 +358,7 @@ func (d *decoder) update(src []byte) error {
 	if err != nil {
 		return err
 	}
-	buf := cloneArena(src[4:])
+	buf := d.clone(src[4:])
 	oldKind := buf[0]
 	pos := 1
 	hasOld := false
@@ -384,7 +415,7 @@ func (d *decoder) delete(src []byte) error {
 		return err
 	}
 	keyOnly := src[4] == 'K'
-	buf := cloneArena(src[5:])
+	buf := d.clone(src[5:])
 	d.spansA, _, err = scanTuple(buf, d.spansA[:0], len(rel.cols))
 	if err != nil {
 		return fmt.Errorf("delete from %s: malformed tuple", rel.collection)
@@ -431,12 +462,35 @@ func (d *decoder) message(m *pglogrepl.LogicalDecodingMessage) (decoded, error) 
 	return decoded{}, nil
 }
 
-// cloneArena copies a message body once; every string and json value of
-// the event then points into this copy (events are immutable).
-func cloneArena(src []byte) []byte {
-	buf := make([]byte, len(src))
-	copy(buf, src)
-	return buf
+// clone copies a message body once; every string and json value of the
+// event then points into this copy (events are immutable). Small bodies are
+// copied into the decoder's current arena chunk.
+func (d *decoder) clone(src []byte) []byte {
+	if len(src) > arenaChunk/4 {
+		buf := make([]byte, len(src))
+		copy(buf, src)
+		return buf
+	}
+	if cap(d.arena)-len(d.arena) < len(src) {
+		d.arena = make([]byte, 0, arenaChunk)
+	}
+	n := len(d.arena)
+	d.arena = append(d.arena, src...)
+	return d.arena[n:len(d.arena):len(d.arena)]
+}
+
+// newRow returns an empty row with room for n columns, from the decoder's
+// current column chunk when it is small.
+func (d *decoder) newRow(n int) broker.Row {
+	if n == 0 || n > columnChunk/8 {
+		return make(broker.Row, 0, n)
+	}
+	if cap(d.colChunk)-len(d.colChunk) < n {
+		d.colChunk = make([]broker.Column, 0, columnChunk)
+	}
+	l := len(d.colChunk)
+	d.colChunk = d.colChunk[:l+n]
+	return d.colChunk[l:l:l+n]
 }
 
 // scanTuple reads a TupleData (Int16 ncols, then per column 'n' | 'u' |
@@ -500,7 +554,7 @@ func (d *decoder) row(rel *relation, buf []byte, spans []span, keyOnly bool) (br
 			}
 		}
 	}
-	row := make(broker.Row, 0, n)
+	row := d.newRow(n)
 	var unchanged []string
 	for i, s := range spans {
 		c := &rel.cols[i]

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/pgrealtime/pgrealtime/broker"
@@ -116,6 +117,8 @@ type Reader struct {
 
 	killed atomic.Bool // tests: stop without a final acknowledgement
 	kill   context.CancelFunc
+
+	walEvents prometheus.Counter // metrics.EventsReceived{source="wal"}, looked up once
 }
 
 // NewReader validates cfg and returns a Reader.
@@ -166,7 +169,7 @@ func NewReader(cfg Config) (*Reader, error) {
 		return nil, fmt.Errorf("cdc: database url: %w", err)
 	}
 	log := cfg.Logger.With().Str(logComponent, "cdc").Logger()
-	r := &Reader{cfg: cfg, log: log, reason: "replication stream not started"}
+	r := &Reader{cfg: cfg, log: log, reason: "replication stream not started", walEvents: metrics.EventsReceived.WithLabelValues("wal")}
 	r.syncer = newSyncer(cfg.Publication, log)
 	return r, nil
 }
@@ -432,6 +435,20 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 	nextStats := now
 	nextSync := now.Add(r.cfg.SyncInterval)
 
+	// ReceiveMessage gets no context: with one, pgconn would set up a
+	// context watcher (a channel and an AfterFunc) for every message. The
+	// status tick is a read deadline on the socket instead, set once per
+	// StatusInterval, and cancellation moves that deadline to the past.
+	nc := repl.Conn()
+	stopWatch := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stopWatch()
+		_ = nc.SetReadDeadline(time.Time{})
+	}()
+	if err := nc.SetReadDeadline(nextStatus); err != nil {
+		return fmt.Errorf("set read deadline: %w", err)
+	}
+
 	for {
 		if ctx.Err() != nil {
 			return r.finish(conn, repl)
@@ -456,11 +473,17 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				}
 				nextSync = now.Add(r.cfg.SyncInterval)
 			}
+			if err := nc.SetReadDeadline(nextStatus); err != nil {
+				return fmt.Errorf("set read deadline: %w", err)
+			}
+			// Cancelled before the new deadline was set: the AfterFunc's
+			// deadline in the past may have been overwritten.
+			if ctx.Err() != nil {
+				return r.finish(conn, repl)
+			}
 		}
 
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		msg, err := repl.ReceiveMessage(rctx)
-		cancel()
+		msg, err := repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return r.finish(conn, repl)
@@ -532,7 +555,7 @@ func (r *Reader) handleCopyData(ctx context.Context, conn *pgx.Conn, repl *pgcon
 			return fmt.Errorf("decode at %s: %w", xld.WALStart, err)
 		}
 		if out.live != nil {
-			metrics.EventsReceived.WithLabelValues("wal").Inc()
+			r.walEvents.Inc()
 			if err := r.cfg.Sink.PublishLive(ctx, out.live); err != nil {
 				r.log.Warn().Err(err).Msg("publish live event")
 			}
@@ -564,7 +587,7 @@ func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
 		}
 		metrics.ReplicationLagSeconds.Set(time.Since(tx.CommitTime).Seconds())
 		metrics.Transactions.Inc()
-		metrics.EventsReceived.WithLabelValues("wal").Add(float64(len(tx.Events)))
+		r.walEvents.Add(float64(len(tx.Events)))
 	}
 	if end > r.safeLSN {
 		r.safeLSN = end
