@@ -490,7 +490,7 @@ func (d *decoder) newRow(n int) broker.Row {
 	}
 	l := len(d.colChunk)
 	d.colChunk = d.colChunk[:l+n]
-	return d.colChunk[l:l:l+n]
+	return d.colChunk[l : l : l+n]
 }
 
 // scanTuple reads a TupleData (Int16 ncols, then per column 'n' | 'u' |
