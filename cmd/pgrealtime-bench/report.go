@@ -298,7 +298,7 @@ func (r *results) details(b *strings.Builder) {
 	if wr := r.Writes; wr != nil && len(wr.Setups) > 0 && len(wr.Setups[0].TPS) > 0 {
 		w("\n## 5. Write overhead\n\n")
 		w("%d writers, each on its own connection, insert single-row transactions as fast as they can for %.0f s per setup; the setups alternate, %d round(s). Before each setup every inactive slot is advanced to the end of WAL, so no consumer drains an earlier backlog. pgrealtime runs with one subscriber; the trigger setup is an `AFTER INSERT … FOR EACH ROW` trigger calling `pg_notify('bench_changes', row_to_json(NEW)::text)` with one LISTEN connection receiving.\n\n", wr.Writers, wr.Seconds, wr.Rounds)
-		w("| setup | tx/s per round | mean tx/s | ratio to nothing attached | WAL not yet decoded when the writers stopped, per round | consumer received / written, 5 s after the writers stopped, per round |\n|---|---|---|---|---|---|\n")
+		w("| setup | tx/s per round | mean tx/s | ratio to nothing attached | WAL not yet decoded when the writers stopped, per round | consumer received / written, 5 s after the writers stopped, per round | CPU s per 100 000 rows (mean of the rounds) |\n|---|---|---|---|---|---|---|\n")
 		for _, s := range wr.Setups {
 			var per []string
 			for _, v := range s.TPS {
@@ -321,9 +321,13 @@ func (r *results) details(b *strings.Builder) {
 			if len(gs) > 0 {
 				got = strings.Join(gs, ", ")
 			}
-			w("| %s | %s | %s | %.2f× | %s | %s |\n", s.Name, strings.Join(per, ", "), thousands(s.Mean), s.Ratio, lag, got)
+			w("| %s | %s | %s | %.2f× | %s | %s | %s |\n", s.Name, strings.Join(per, ", "), thousands(s.Mean), s.Ratio, lag, got, s.cpuCell())
 		}
-		w("\nA consumer that falls behind makes its walsender wait, which leaves more CPU to the writers: a setup's ratio is only comparable when its consumer keeps up.\n")
+		w("\nA consumer that falls behind makes its walsender wait, which leaves more CPU to the writers: a setup's ratio is only comparable when its consumer keeps up. CPU is user+system time from /proc/<pid>/stat, from the writers' start until the consumer had every row (or 5 s after the writers stopped), divided by the rows written; pg_recvlogical writes every change to a file (`-f`, `-s 1`, `-o messages=true`: the options pgrealtime streams with).")
+		if a := wr.ServerArgs; len(a) > 0 {
+			w(" pgrealtime ran with `%s` in this measurement.", strings.Join(a, " "))
+		}
+		w("\n")
 	}
 	if len(r.Load) > 0 {
 		w("\n## Machine load during each measurement\n\n")

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +33,15 @@ type writeSetup struct {
 	Delivered []int64   `json:"delivered"` // changes the consumer received, per round (-1: not counted)
 	Written   []int64   `json:"written"`
 	LagMB     []float64 `json:"wal_lag_mb"` // WAL not yet sent by the walsender when the writers stopped
+	// CPU seconds per 100 000 rows written, per round, from
+	// /proc/<pid>/stat from the writers' start until the consumer had
+	// everything (or gave up): the consumer process (pg_recvlogical,
+	// pgrealtime), pgrealtime's subscriber process, and the consumer's
+	// Postgres backend (walsender; the LISTEN connection's backend). -1:
+	// no such process.
+	ConsumerCPU   []float64 `json:"consumer_cpu_per_100k"`
+	SubscriberCPU []float64 `json:"subscriber_cpu_per_100k"`
+	BackendCPU    []float64 `json:"backend_cpu_per_100k"`
 }
 
 // keptUp reports whether the consumer received (almost) every row in every
@@ -46,6 +58,36 @@ func (s *writeSetup) minDelivered() float64 {
 	return m
 }
 
+// cpuCell describes the setup's CPU per 100 000 rows for the report.
+func (s *writeSetup) cpuCell() string {
+	var names [3]string
+	switch s.Name {
+	case setupRecv:
+		names = [3]string{"pg_recvlogical", "", "walsender"}
+	case setupPgrealtime:
+		names = [3]string{"pgrealtime", "subscriber process", "walsender"}
+	case setupTrigger:
+		names = [3]string{"", "", "LISTEN backend"}
+	}
+	var parts []string
+	for i, vals := range [3][]float64{s.ConsumerCPU, s.SubscriberCPU, s.BackendCPU} {
+		sum, n := 0.0, 0
+		for _, v := range vals {
+			if v >= 0 {
+				sum += v
+				n++
+			}
+		}
+		if n > 0 && names[i] != "" {
+			parts = append(parts, fmt.Sprintf("%s %.2f", names[i], sum/float64(n)))
+		}
+	}
+	if len(parts) == 0 {
+		return "—"
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (s *writeSetup) maxLagMB() float64 {
 	m := 0.0
 	for _, l := range s.LagMB {
@@ -59,6 +101,9 @@ type writesResult struct {
 	Seconds float64       `json:"seconds"`
 	Rounds  int           `json:"rounds"`
 	Setups  []*writeSetup `json:"setups"`
+	// ServerArgs are the flags pgrealtime ran with here beyond the ones
+	// every measurement uses.
+	ServerArgs []string `json:"server_args,omitempty"`
 }
 
 func (r *writesResult) setup(name string) *writeSetup {
@@ -83,7 +128,7 @@ CREATE TRIGGER bench_notify AFTER INSERT ON bench FOR EACH ROW EXECUTE FUNCTION 
 // other load) spreads over all of them.
 func (e *benchEnv) writes(ctx context.Context) (*writesResult, error) {
 	cfg := e.cfg
-	r := &writesResult{Writers: cfg.Writers, Seconds: cfg.WriteTime.Seconds(), Rounds: cfg.WriteRounds}
+	r := &writesResult{Writers: cfg.Writers, Seconds: cfg.WriteTime.Seconds(), Rounds: cfg.WriteRounds, ServerArgs: e.writesServerArgs()}
 	for _, name := range writeSetups {
 		r.Setups = append(r.Setups, &writeSetup{Name: name})
 	}
@@ -98,15 +143,19 @@ func (e *benchEnv) writes(ctx context.Context) (*writesResult, error) {
 	}
 	for round := 1; round <= cfg.WriteRounds; round++ {
 		for _, s := range r.Setups {
-			tps, written, delivered, lag, err := e.writeRound(ctx, conns, s.Name)
+			wr, err := e.writeRound(ctx, conns, s.Name)
 			if err != nil {
 				return r, fmt.Errorf("%s, round %d: %w", s.Name, round, err)
 			}
-			s.TPS = append(s.TPS, tps)
-			s.Written = append(s.Written, written)
-			s.Delivered = append(s.Delivered, delivered)
-			s.LagMB = append(s.LagMB, lag)
-			e.logf("   round %d, %s: %.0f tx/s (WAL lag at the end %.1f MB; consumer received %d of %d)", round, s.Name, tps, lag, delivered, written)
+			s.TPS = append(s.TPS, wr.tps)
+			s.Written = append(s.Written, wr.written)
+			s.Delivered = append(s.Delivered, wr.delivered)
+			s.LagMB = append(s.LagMB, wr.lagMB)
+			s.ConsumerCPU = append(s.ConsumerCPU, wr.cpu[0])
+			s.SubscriberCPU = append(s.SubscriberCPU, wr.cpu[1])
+			s.BackendCPU = append(s.BackendCPU, wr.cpu[2])
+			e.logf("   round %d, %s: %.0f tx/s (WAL lag at the end %.1f MB; consumer received %d of %d; CPU s per 100k rows: consumer %.2f, subscriber %.2f, backend %.2f)",
+				round, s.Name, wr.tps, wr.lagMB, wr.delivered, wr.written, wr.cpu[0], wr.cpu[1], wr.cpu[2])
 		}
 	}
 	none := r.setup(setupNone)
@@ -123,26 +172,43 @@ func (e *benchEnv) writes(ctx context.Context) (*writesResult, error) {
 	return r, nil
 }
 
-// writeRound attaches one setup, runs the writers for WriteTime and detaches
-// it. delivered is what the setup's consumer received of the written rows
-// (-1 when there is no consumer to count).
-func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup string) (tps float64, written, delivered int64, lagMB float64, err error) {
+// roundResult is one setup's measurement in one round.
+type roundResult struct {
+	tps                float64
+	written, delivered int64 // delivered: what the consumer received (-1: not counted)
+	lagMB              float64
+	cpu                [3]float64 // consumer, subscriber, backend: CPU s per 100 000 rows (-1: none)
+}
+
+// writeRound attaches one setup, runs the writers for WriteTime, waits
+// (bounded) until the consumer has everything, and detaches it.
+func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup string) (res roundResult, err error) {
 	// Every slot starts at the current end of WAL: no consumer drains a
 	// backlog of an earlier setup.
 	if err := e.exec(ctx, `SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn()) FROM pg_replication_slots WHERE NOT active`); err != nil {
-		return 0, 0, 0, 0, fmt.Errorf("advance slots: %w", err)
+		return res, fmt.Errorf("advance slots: %w", err)
 	}
-	delivered = -1
-	var detach func() int64
+	res.delivered = -1
+	// The processes whose CPU is counted: consumer, subscriber, backend (0: none).
+	var pids [3]int
+	// drain waits until the consumer has what was written (bounded) and
+	// returns what it received (-1: not counted); stop detaches the setup.
+	var drain func(written int64, stopLSN string) int64
+	var stop func()
 	switch setup {
 	case setupRecv:
+		// The same work as pgrealtime's stream: pgoutput with the same
+		// publications and options, every change written to a file,
+		// standby status every second (pgrealtime's default).
+		out := filepath.Join(e.work, "recvlogical.out")
 		cmd := exec.Command(e.recvlogical,
-			"-d", e.dbURL, "-S", recvSlot, "--start", "--no-loop",
-			"-o", "proto_version=1", "-o", "publication_names="+e.pubs, "-f", "/dev/null")
+			"-d", e.dbURL, "-S", recvSlot, "--start", "--no-loop", "-s", "1",
+			"-o", "proto_version=1", "-o", "publication_names="+e.pubs, "-o", "messages=true", "-f", out)
 		if err := cmd.Start(); err != nil {
-			return 0, 0, 0, 0, err
+			return res, err
 		}
-		detach = func() int64 {
+		pids[0] = cmd.Process.Pid
+		stop = func() {
 			cmd.Process.Signal(syscall.SIGINT)
 			done := make(chan struct{})
 			go func() { cmd.Wait(); close(done) }()
@@ -152,46 +218,58 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 				cmd.Process.Kill()
 				<-done
 			}
+			os.Remove(out)
+		}
+		if pids[2], err = e.walsender(ctx, recvSlot); err != nil {
+			stop()
+			return res, err
+		}
+		drain = func(_ int64, stopLSN string) int64 {
+			e.waitSent(ctx, pids[2], stopLSN, 5*time.Second)
 			return -1
 		}
-		if err := e.waitSlotActive(ctx, recvSlot); err != nil {
-			detach()
-			return 0, 0, 0, 0, err
-		}
 	case setupPgrealtime:
-		srv, err := e.startLive(ctx)
+		srv, err := e.startLive(ctx, e.writesServerArgs()...)
 		if err != nil {
-			return 0, 0, 0, 0, err
+			return res, err
 		}
 		cp, err := startClients(ctx, e.self, srv.URL(), e.token, 1, "bench.*")
 		if err != nil {
 			srv.stop()
-			return 0, 0, 0, 0, err
+			return res, err
 		}
-		cp.reset(ctx)
-		detach = func() int64 {
-			rep, _ := cp.drain(ctx, uint64(written), 5*time.Second)
-			if rep.Closed > 0 {
-				e.logf("   the pgrealtime subscriber was closed: %s", rep.CloseReason)
-			}
+		pids[0], pids[1] = srv.Pid(), cp.Pid()
+		stop = func() {
 			cp.quit()
 			if err := srv.stop(); err != nil {
 				e.logf("   stopping pgrealtime: %v", err)
+			}
+		}
+		if pids[2], err = e.walsender(ctx, slotName); err != nil {
+			stop()
+			return res, err
+		}
+		cp.reset(ctx)
+		drain = func(written int64, _ string) int64 {
+			rep, _ := cp.drain(ctx, uint64(written), 5*time.Second)
+			if rep.Closed > 0 {
+				e.logf("   the pgrealtime subscriber was closed: %s", rep.CloseReason)
 			}
 			return int64(rep.Hist.Count())
 		}
 	case setupTrigger:
 		if err := e.exec(ctx, triggerSQL); err != nil {
-			return 0, 0, 0, 0, err
+			return res, err
 		}
 		lconn, err := pgx.Connect(ctx, e.dbURL)
 		if err != nil {
-			return 0, 0, 0, 0, err
+			return res, err
 		}
 		if _, err := lconn.Exec(ctx, "LISTEN bench_changes"); err != nil {
 			lconn.Close(ctx)
-			return 0, 0, 0, 0, err
+			return res, err
 		}
+		pids[2] = int(lconn.PgConn().PID())
 		var got atomic.Int64
 		lctx, lcancel := context.WithCancel(ctx)
 		ldone := make(chan struct{})
@@ -204,18 +282,20 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 				got.Add(1)
 			}
 		}()
-		detach = func() int64 {
+		drain = func(written int64, _ string) int64 {
 			deadline := time.Now().Add(5 * time.Second)
 			for got.Load() < written && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
+			return got.Load()
+		}
+		stop = func() {
 			lcancel()
 			<-ldone
 			lconn.Close(context.Background())
 			if err := e.exec(context.Background(), "DROP TRIGGER bench_notify ON bench"); err != nil {
 				e.logf("   drop trigger: %v", err)
 			}
-			return got.Load()
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -225,6 +305,7 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, len(conns))
+	cpu0 := cpuOf(pids)
 	t0 := time.Now()
 	end := t0.Add(e.cfg.WriteTime)
 	for i, c := range conns {
@@ -242,32 +323,82 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
-	written = n.Load()
+	res.written = n.Load()
 	var lag int64
-	if err := e.queryRow(ctx, `SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)), 0)::bigint FROM pg_stat_replication`, &lag); err != nil {
+	var stopLSN string
+	if err := e.queryRow(ctx, `SELECT pg_current_wal_lsn()::text, coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)), 0)::bigint FROM pg_stat_replication`, &stopLSN, &lag); err != nil {
 		e.logf("   replication lag: %v", err)
 	}
-	lagMB = float64(lag) / 1e6
-	if detach != nil {
-		delivered = detach()
+	res.lagMB = float64(lag) / 1e6
+	if drain != nil {
+		res.delivered = drain(res.written, stopLSN)
+	}
+	cpu1 := cpuOf(pids)
+	for i := range res.cpu {
+		res.cpu[i] = -1
+		if pids[i] != 0 && cpu0[i] >= 0 && cpu1[i] >= 0 && res.written > 0 {
+			res.cpu[i] = (cpu1[i] - cpu0[i]).Seconds() / float64(res.written) * 1e5
+		}
+	}
+	if stop != nil {
+		stop()
 	}
 	select {
 	case err := <-errs:
-		return 0, written, delivered, lagMB, err
+		return res, err
 	default:
 	}
-	return float64(written) / elapsed.Seconds(), written, delivered, lagMB, nil
+	res.tps = float64(res.written) / elapsed.Seconds()
+	return res, nil
 }
 
-// waitSlotActive waits until a consumer streams from slot.
-func (e *benchEnv) waitSlotActive(ctx context.Context, slot string) error {
+// writesServerArgs are the extra pgrealtime flags of the write-overhead
+// measurement.
+func (e *benchEnv) writesServerArgs() []string { return nil }
+
+// cpuOf samples the CPU time of each pid (0: none, -1: unreadable).
+func cpuOf(pids [3]int) [3]time.Duration {
+	var out [3]time.Duration
+	for i, pid := range pids {
+		if pid == 0 {
+			continue
+		}
+		d, err := cpuTime(pid)
+		if err != nil {
+			d = -1
+		}
+		out[i] = d
+	}
+	return out
+}
+
+// walsender waits until a consumer streams from slot and returns the pid of
+// its walsender.
+func (e *benchEnv) walsender(ctx context.Context, slot string) (int, error) {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		var active bool
-		if err := e.queryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = '`+slot+`'`, &active); err == nil && active {
-			return nil
+		var pid *int32
+		if err := e.queryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = '`+slot+`'`, &pid); err == nil && pid != nil {
+			return int(*pid), nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("slot %s not active after 15 s", slot)
+	return 0, fmt.Errorf("slot %s not active after 15 s", slot)
+}
+
+// waitSent waits (at most max) until the walsender pid has sent WAL up to
+// lsn.
+func (e *benchEnv) waitSent(ctx context.Context, pid int, lsn string, max time.Duration) {
+	if lsn == "" {
+		return
+	}
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		var done bool
+		err := e.queryRow(ctx, fmt.Sprintf(`SELECT coalesce((SELECT sent_lsn >= '%s'::pg_lsn FROM pg_stat_replication WHERE pid = %d), true)`, lsn, pid), &done)
+		if err != nil || done {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
