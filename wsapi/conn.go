@@ -59,22 +59,26 @@ type conn struct {
 
 	// Send queue: a FIFO that grows on demand (q[qhead:], at most
 	// SendQueue items) under qmu, this connection's own lock (never shared
-	// with other connections; Deliver holds it only to append). notify
-	// wakes the writer.
+	// with other connections; Deliver holds it only to append).
 	qmu     sync.Mutex
 	q       []item
 	qhead   int
-	notify  chan struct{}
 	holding bool   // a subscribe is in progress: deliveries wait in held
 	held    []item // until its reply is queued
 	closed  bool   // no more enqueues
+	// Writing (see writer.go), under qmu: live once run started (before
+	// that items only queue up); owned while a writer (the server's write
+	// pool or this connection's own flusher goroutine) has the connection;
+	// ownerGone, when set, is closed when the owner lets go.
+	live      bool
+	owned     bool
+	ownerGone chan struct{}
 
-	closeOnce  sync.Once
-	done       chan struct{} // closed when the connection starts closing
-	closeDone  chan struct{} // closed when the close handshake is over
-	writerDone chan struct{}
-	cork       *corkConn // the hijacked socket; nil without an upgrade (tests)
-	pinging    atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{} // closed when the connection starts closing
+	closeDone chan struct{} // closed when the close handshake is over
+	cork      *corkConn     // the hijacked socket; nil without an upgrade (tests)
+	pingTimer atomic.Pointer[time.Timer]
 
 	// Reader goroutine state; subs is written only by the reader goroutine,
 	// under subMu so that /api/connections can read it.
@@ -101,10 +105,8 @@ func (s *Server) newConn(ws *websocket.Conn, remote string, id *auth.Identity) *
 		connectedAt: time.Now().UTC(),
 		ctx:         ctx,
 		cancel:      cancel,
-		notify:      make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		closeDone:   make(chan struct{}),
-		writerDone:  make(chan struct{}),
 		limiter:     rate.NewLimiter(rate.Limit(s.cfg.SubscribeRate), max(1, int(s.cfg.SubscribeRate))),
 		abuse:       rate.NewLimiter(abuseRate, abuseBurst),
 		subs:        make(map[string]subscription),
@@ -136,7 +138,8 @@ func (c *conn) run() {
 		},
 	})
 	c.armExpiry(c.ident.Load())
-	go c.writeLoop()
+	c.startWriting()
+	c.pingTimer.Store(time.AfterFunc(c.s.cfg.PingInterval, c.pingTick))
 	c.readLoop()
 
 	// Teardown: finish the close handshake (bounded by the library: 5 s to
@@ -145,7 +148,8 @@ func (c *conn) run() {
 	c.closeWith(websocket.StatusNormalClosure, "")
 	<-c.closeDone
 	c.cancel()
-	<-c.writerDone
+	c.pingTimer.Load().Stop()
+	c.waitWriter()
 	c.s.cfg.Broker.Remove(c)
 	c.expMu.Lock()
 	if c.expTimer != nil {
@@ -180,6 +184,7 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) bool {
 			// Called from Deliver under the broker's lock: never call the
 			// broker synchronously here.
 			c.s.cfg.Broker.Remove(c)
+			c.cork.stopData() // the close frame is the last frame
 			c.ws.Close(code, reason)
 		}()
 	})
@@ -255,9 +260,9 @@ func (c *conn) pushLocked(it item) bool {
 		c.q, c.qhead = c.q[:n], 0
 	}
 	c.q = append(c.q, it)
-	select {
-	case c.notify <- struct{}{}:
-	default: // the writer has a wake-up pending
+	if c.live && !c.owned {
+		c.owned = true
+		c.s.writers.schedule(c)
 	}
 	return true
 }
@@ -340,78 +345,6 @@ func countDelivered(ev *broker.Event) {
 	metrics.EventsDelivered.WithLabelValues(a).Inc()
 }
 
-// writeLoop writes the send queue to the socket, in order, and pings the
-// peer every PingInterval.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	ping := time.NewTicker(c.s.cfg.PingInterval)
-	defer ping.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		default:
-		}
-		select {
-		case <-c.done:
-			return
-		case <-ping.C:
-			if c.pinging.CompareAndSwap(false, true) {
-				go c.ping()
-			}
-		case <-c.notify:
-			if !c.drain() {
-				return
-			}
-		}
-	}
-}
-
-// drain writes every queued item, including those queued meanwhile, with the socket
-// corked: the frames are written with one write(2) per corkMax bytes
-// (plus one at the end) instead of one per frame. Control frames that
-// coder/websocket writes from other goroutines during the drain (pong,
-// ping, close) are buffered in order with the frames and flushed with
-// them. Each flush has a deadline of WriteTimeout. It reports whether the
-// writer may go on.
-func (c *conn) drain() bool {
-	c.cork.cork()
-	ok := true
-	for ok {
-		it, more := c.pop()
-		if !more {
-			break
-		}
-		ok = c.write(it)
-		select {
-		case <-c.done:
-			ok = false
-		default:
-		}
-	}
-	// Flush even when closing: what was buffered (a close frame included)
-	// goes out in order.
-	if err := c.cork.uncork(); err != nil {
-		c.writeFailed(err)
-		return false
-	}
-	return ok
-}
-
-func (c *conn) ping() {
-	defer c.pinging.Store(false)
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingInterval)
-	defer cancel()
-	if err := c.ws.Ping(ctx); err != nil {
-		select {
-		case <-c.done:
-		default:
-			c.logger().Info().Err(err).Msg("peer did not answer ping: dropping connection")
-			c.drop() // a dead peer cannot do a close handshake
-		}
-	}
-}
-
 func (c *conn) write(it item) bool {
 	switch {
 	case it.raw != nil:
@@ -441,7 +374,16 @@ func (c *conn) write(it item) bool {
 // the cork buffer is full, in which case the flush is bounded by the write
 // deadline of the cork.
 func (c *conn) writeFrame(b []byte) bool {
-	if err := c.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
+	var err error
+	if c.cork != nil {
+		err = c.cork.writeText(b)
+	} else {
+		err = c.ws.Write(context.Background(), websocket.MessageText, b)
+	}
+	if errors.Is(err, errClosing) {
+		return false // the close frame is on its way: nothing to drop
+	}
+	if err != nil {
 		c.writeFailed(err)
 		return false
 	}
@@ -491,7 +433,9 @@ func (c *conn) armExpiry(id *auth.Identity) {
 // readLoop reads and handles client frames until the socket closes.
 func (c *conn) readLoop() {
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		// No cancellable context: it would cost an allocation per read
+		// and per idle connection; drop closes the socket instead.
+		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			if st := websocket.CloseStatus(err); st == -1 && !errors.Is(err, context.Canceled) {
 				select {

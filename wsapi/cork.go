@@ -2,11 +2,15 @@ package wsapi
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -29,16 +33,35 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.cc = &corkConn{Conn: nc, timeout: w.timeout}
-	// Reuse the writer's buffer, pointed at the cork, so that every write
-	// goes through it. (It is empty: net/http flushes the response before
-	// it hands the connection over; flush anyway, to the socket itself.)
+	if sc, ok := nc.(syscall.Conn); ok {
+		w.cc.raw, _ = sc.SyscallConn()
+	}
+	// net/http flushes the response before it hands the connection over;
+	// flush anyway, to the socket itself.
 	if err := brw.Writer.Flush(); err != nil {
 		nc.Close()
 		return nil, nil, err
 	}
-	brw.Writer.Reset(w.cc)
-	return w.cc, brw, nil
+	// coder/websocket keeps the buffers it is given for the life of the
+	// connection: net/http's are 4 KiB each, more than half of what an
+	// idle connection costs. Give it small ones (the cork does the
+	// coalescing of writes; client frames are small), keeping any bytes
+	// the client sent after its request.
+	pending, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	var r io.Reader = nc
+	if len(pending) > 0 {
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), nc)
+	}
+	br := bufio.NewReaderSize(r, max(hijackBufSize, len(pending)))
+	if len(pending) > 0 {
+		br.Peek(len(pending)) // into the buffer, where Accept looks for them
+	}
+	return w.cc, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cc, hijackBufSize)), nil
 }
+
+// hijackBufSize is the size of the read and write buffers of an upgraded
+// connection. A control frame (at most 14 + 125 bytes) fits the writer.
+const hijackBufSize = 256
 
 // corkConn is the hijacked connection of a WebSocket. While corked (the
 // writer goroutine is draining its queue) writes are appended to a buffer;
@@ -50,6 +73,7 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // so bytes reach the socket in the order they were written.
 type corkConn struct {
 	net.Conn
+	raw     syscall.RawConn // for non-blocking writes; nil: none
 	timeout time.Duration
 	// onTimeout is called (once per flush, under mu) when a flush misses
 	// its deadline; the flush then gets one more timeout to finish, so
@@ -59,6 +83,8 @@ type corkConn struct {
 
 	mu     sync.Mutex
 	corked bool
+	noData bool    // the close handshake started: no more data frames
+	nb     bool    // corked by tryCork: writes never flush, the buffer grows
 	buf    *[]byte // nil when empty; from corkPool
 	err    error   // a failed flush: every later write fails with it
 }
@@ -78,7 +104,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if c.buf != nil {
 		n = len(*c.buf)
 	}
-	if n+len(p) > corkMax {
+	if n+len(p) > corkMax && !c.nb {
 		if err := c.flushLocked(p); err != nil {
 			return 0, err
 		}
@@ -92,13 +118,15 @@ func (c *corkConn) Write(p []byte) (int, error) {
 }
 
 // flushLocked writes the buffer, then extra, under the write deadline.
-func (c *corkConn) flushLocked(extra []byte) error {
+func (c *corkConn) flushLocked(extra ...[]byte) error {
 	var bufs net.Buffers
 	if c.buf != nil && len(*c.buf) > 0 {
 		bufs = append(bufs, *c.buf)
 	}
-	if len(extra) > 0 {
-		bufs = append(bufs, extra)
+	for _, e := range extra {
+		if len(e) > 0 {
+			bufs = append(bufs, e)
+		}
 	}
 	if len(bufs) == 0 {
 		return nil
@@ -110,14 +138,7 @@ func (c *corkConn) flushLocked(extra []byte) error {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		_, err = bufs.WriteTo(c.Conn)
 	}
-	if c.buf != nil {
-		b := c.buf
-		c.buf = nil
-		if cap(*b) <= 4*corkMax {
-			*b = (*b)[:0]
-			corkPool.Put(b)
-		}
-	}
+	c.release()
 	if err != nil {
 		c.err = err // the deadline stays in the past: later writes fail at once
 		return err
@@ -126,15 +147,97 @@ func (c *corkConn) flushLocked(extra []byte) error {
 	return nil
 }
 
-// cork starts buffering writes. A nil corkConn (a conn made without an
+// release returns the buffer to the pool.
+func (c *corkConn) release() {
+	if c.buf != nil {
+		b := c.buf
+		c.buf = nil
+		if cap(*b) <= 4*corkMax {
+			*b = (*b)[:0]
+			corkPool.Put(b)
+		}
+	}
+}
+
+// cork starts buffering writes, flushing with blocking writes whenever
+// the buffer would pass corkMax. A nil corkConn (a conn made without an
 // upgrade, in tests) does nothing.
 func (c *corkConn) cork() {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
-	c.corked = true
+	c.corked, c.nb = true, false
 	c.mu.Unlock()
+}
+
+// tryCork starts buffering writes without ever writing to the socket
+// (the buffer grows past corkMax) and reports true, unless another
+// goroutine is writing to the socket (or the socket has no raw access for
+// non-blocking writes), in which case it does nothing and reports false.
+func (c *corkConn) tryCork() bool {
+	if c.raw == nil || !c.mu.TryLock() {
+		return false
+	}
+	c.corked, c.nb = true, true
+	c.mu.Unlock()
+	return true
+}
+
+// tryUncork writes what was buffered with non-blocking writes. When the
+// socket took everything it stops buffering and reports true; otherwise
+// the rest stays buffered, still corked (for uncork, with blocking
+// writes), and it reports false.
+func (c *corkConn) tryUncork() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nb = false
+	if c.err != nil {
+		c.corked = false
+		return false, c.err
+	}
+	if c.buf == nil || len(*c.buf) == 0 {
+		c.corked = false
+		c.release()
+		return true, nil
+	}
+	b := *c.buf
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for len(b) > 0 {
+			n, err := syscall.Write(int(fd), b)
+			if n > 0 {
+				b = b[n:]
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = os.NewSyscallError("write", err)
+				}
+				break
+			}
+		}
+		return true // never wait for the socket here
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		c.corked = false
+		c.err = err
+		c.release()
+		return false, err
+	}
+	if len(b) == 0 {
+		c.corked = false
+		c.release()
+		return true, nil
+	}
+	n := copy(*c.buf, b)
+	*c.buf = (*c.buf)[:n]
+	return false, nil
 }
 
 // uncork writes what was buffered and stops buffering.
@@ -148,7 +251,7 @@ func (c *corkConn) uncork() error {
 	if c.err != nil {
 		return c.err
 	}
-	return c.flushLocked(nil)
+	return c.flushLocked()
 }
 
 // buffered is the number of bytes waiting for uncork.
@@ -162,4 +265,65 @@ func (c *corkConn) buffered() int {
 		return 0
 	}
 	return len(*c.buf)
+}
+
+// writeText writes p as one unfragmented text frame (server frames are not
+// masked). Data frames are written here rather than through
+// coder/websocket's Conn.Write: the frame's bytes go into the cork buffer
+// in one step, which costs a fraction of the library's per-message path
+// (a message writer lock, a frame lock and a bufio pass per frame) when an
+// event goes to thousands of sockets. The library still writes every
+// control frame (ping, pong, close), each with one Write call (they fit
+// its write buffer), so frames never interleave; stopData keeps data
+// frames from following the close frame.
+func (c *corkConn) writeText(p []byte) error {
+	var hdr [10]byte
+	h := hdr[:2]
+	hdr[0] = 0x81 // FIN, text
+	switch n := len(p); {
+	case n < 126:
+		hdr[1] = byte(n)
+	case n <= 0xFFFF:
+		hdr[1] = 126
+		h = binary.BigEndian.AppendUint16(h, uint16(n))
+	default:
+		hdr[1] = 127
+		h = binary.BigEndian.AppendUint64(h, uint64(n))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.err != nil:
+		return c.err
+	case c.noData:
+		return errClosing
+	case !c.corked:
+		return c.flushLocked(h, p)
+	}
+	n := 0
+	if c.buf != nil {
+		n = len(*c.buf)
+	}
+	if n+len(h)+len(p) > corkMax && !c.nb {
+		return c.flushLocked(h, p)
+	}
+	if c.buf == nil {
+		c.buf = corkPool.Get().(*[]byte)
+	}
+	*c.buf = append(append(*c.buf, h...), p...)
+	return nil
+}
+
+// errClosing is writeText's error once the close handshake started.
+var errClosing = errors.New("connection closing: no more data frames")
+
+// stopData makes every later writeText fail with errClosing: called before the close
+// frame is written.
+func (c *corkConn) stopData() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.noData = true
+	c.mu.Unlock()
 }

@@ -104,6 +104,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	sinceWait time.Duration // SinceWait; shorter in tests
+	writers   writePool
 
 	count   atomic.Int64 // admitted connections, for MaxConnections
 	closing atomic.Bool
