@@ -352,9 +352,22 @@ func (e *benchEnv) writeRound(ctx context.Context, conns []*pgx.Conn, setup stri
 	return res, nil
 }
 
+// writesSendQueue is the send queue of the write-overhead measurement's
+// pgrealtime. With the default (1 024 events, 50 ms at 20 000 rows/s) the
+// one subscriber was closed with 4008 in almost every round: with eight
+// writers, the walsender, pgrealtime and the subscriber process on 2 cores,
+// a process waits for a CPU longer than that. A closed subscriber stops
+// pgrealtime's socket writes, which leaves the writers more CPU and so
+// flatters pgrealtime's ratio; with a queue that holds a round's rows the
+// whole cost is counted, and the report shows how far behind the
+// subscriber was (rows received 5 s after the writers stopped).
+const writesSendQueue = 65536
+
 // writesServerArgs are the extra pgrealtime flags of the write-overhead
-// measurement.
-func (e *benchEnv) writesServerArgs() []string { return nil }
+// measurement (the report states them).
+func (e *benchEnv) writesServerArgs() []string {
+	return []string{"--send-queue", fmt.Sprint(writesSendQueue)}
+}
 
 // cpuOf samples the CPU time of each pid (0: none, -1: unreadable).
 func cpuOf(pids [3]int) [3]time.Duration {
