@@ -93,3 +93,20 @@ func BenchmarkFanout(b *testing.B) {
 	b.ReportMetric(float64(b.N*subs)/b.Elapsed().Seconds(), "deliveries/s")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subs), "ns/delivery")
 }
+
+// BenchmarkEncode encodes a 3-column insert event (the write-overhead
+// benchmark's row).
+func BenchmarkEncode(b *testing.B) {
+	ev := &Event{
+		Kind: KindRecord, Collection: "bench", Action: ActionCreate, RecordID: "1234567",
+		Record:    Row{{Name: "id", Value: int64(1234567)}, {Name: "v", Value: int64(7654321)}, {Name: "note", Value: "live row"}},
+		Timestamp: time.Date(2026, 11, 25, 22, 0, 0, 123456000, time.UTC),
+		Position:  Position{LSN: 0x16B3748, Index: 1},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ev.Encode(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -762,6 +762,41 @@ func TestReaderPostgresRestart(t *testing.T) {
 	})
 }
 
+// TestReaderAnswersKeepalivesPromptly: with no periodic status update due
+// (StatusInterval of an hour), a fast stop of Postgres completes only if
+// the reader answers the walsender's reply-requested keepalives at once,
+// and cancellation stops Run at once although no receive deadline is near.
+func TestReaderAnswersKeepalivesPromptly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c := pgtest.NewCluster(t)
+	url := c.URL("postgres")
+	pgtest.Exec(t, url, `CREATE TABLE items (id int PRIMARY KEY)`)
+	sink := newRecSink()
+	rr := startReader(t, url, sink, func(c *Config) { c.StatusInterval = time.Hour; c.DisableNotify = true })
+	rr.waitReady(t, ctx)
+	pgtest.Exec(t, url, `INSERT INTO items VALUES (1)`)
+	waitEvents(t, ctx, sink, 1)
+	start := time.Now()
+	if err := c.Stop(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("fast stop with the reader connected took %v", d)
+	}
+	if err := c.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rr.waitReady(t, ctx)
+	pgtest.Exec(t, url, `INSERT INTO items VALUES (2)`)
+	waitEvents(t, ctx, sink, 2)
+	start = time.Now()
+	rr.shutdown(t)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Run returned %v after cancellation", d)
+	}
+}
+
 func TestSlotAdvancesWhilePublishedTablesIdle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
