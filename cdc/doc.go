@@ -33,6 +33,12 @@
 //     restart then resumes only from the last event published.
 //   - Standby status is sent every StatusInterval and at once when Postgres
 //     asks for it (with the position already acknowledged).
+//   - Latency: a transaction is handed over as soon as its commit message
+//     is read, except under dense traffic (transactions less than a quarter
+//     of BatchWindow apart, default 1 ms), where the reader pauses up to
+//     BatchWindow after a transaction before it reads again, so that the
+//     next ones are read and handed over together. It never pauses while
+//     received data waits (catching up).
 //   - NOTIFY events are live only: delivered with PublishLive, not
 //     positioned, lost while the reader is disconnected.
 //   - Malformed custom payloads are logged and counted, never delivered,

@@ -1048,3 +1048,70 @@ func TestReaderNeedsReplicationPrivilege(t *testing.T) {
 		t.Fatalf("Run = %v, want a fatal error naming the REPLICATION attribute", err)
 	}
 }
+
+// timedSink records when each transaction was published.
+type timedSink struct {
+	*recSink
+	tmu   sync.Mutex
+	times []time.Time
+}
+
+func (s *timedSink) Publish(ctx context.Context, tx *broker.Tx) error {
+	s.tmu.Lock()
+	s.times = append(s.times, time.Now())
+	s.tmu.Unlock()
+	return s.recSink.Publish(ctx, tx)
+}
+
+// gaps counts the pauses of at least d between consecutive publications.
+func (s *timedSink) gaps(d time.Duration) int {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	n := 0
+	for i := 1; i < len(s.times); i++ {
+		if s.times[i].Sub(s.times[i-1]) >= d {
+			n++
+		}
+	}
+	return n
+}
+
+// TestReaderBatchWindow: while caught up under dense traffic the reader
+// pauses between transactions (BatchWindow) and delivers everything in
+// order; while data waits in the socket (catching up) it never pauses.
+func TestReaderBatchWindow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	url := pgtest.NewDB(t)
+	conn := connect(t, ctx, url)
+	mustExec(t, ctx, conn, `CREATE TABLE items (id int PRIMARY KEY)`)
+	const window = 50 * time.Millisecond
+	slot := randomName("slot_")
+	mod := func(c *Config) { c.Slot = slot; c.BatchWindow = window; c.DisableNotify = true }
+
+	// A backlog of single-row transactions, committed while no reader runs.
+	rr := startReader(t, url, newRecSink(), mod)
+	rr.waitReady(t, ctx)
+	rr.shutdown(t)
+	const backlog = 10000
+	mustExec(t, ctx, conn, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO items VALUES (i); COMMIT; END LOOP; END $$`, backlog))
+	sink := &timedSink{recSink: newRecSink()}
+	start := time.Now()
+	rr = startReader(t, url, sink, mod)
+	waitEvents(t, ctx, sink.recSink, backlog)
+	// Pausing after each transaction whose successor was already read
+	// would take backlog/(8 KiB of messages) × window ≥ 10 s.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("catching up %d transactions took %v (%d pauses of %v)", backlog, d, sink.gaps(window), window)
+	}
+
+	// Dense live traffic: commits far less than window/4 apart.
+	before := sink.gaps(window * 4 / 5)
+	mustExec(t, ctx, conn, `SET synchronous_commit = on`)
+	mustExec(t, ctx, conn, fmt.Sprintf(`DO $$ BEGIN FOR i IN %d..%d LOOP INSERT INTO items VALUES (i); COMMIT; END LOOP; END $$`, backlog+1, backlog+2000))
+	evs := waitEvents(t, ctx, sink.recSink, backlog+2000)
+	checkOrdered(t, evs)
+	if n := sink.gaps(window*4/5) - before; n < 1 {
+		t.Errorf("no pause of %v between transactions under dense traffic", window)
+	}
+}
