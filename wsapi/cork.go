@@ -61,7 +61,7 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // hijackBufSize is the size of the read and write buffers of an upgraded
 // connection. A control frame (at most 14 + 125 bytes) fits the writer.
-const hijackBufSize = 256
+const hijackBufSize = 160
 
 // corkConn is the hijacked connection of a WebSocket. While corked (the
 // writer goroutine is draining its queue) writes are appended to a buffer;
