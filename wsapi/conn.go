@@ -102,9 +102,9 @@ type conn struct {
 	ownerGone chan struct{}
 
 	closeOnce sync.Once
-	done      chan struct{} // closed when the connection starts closing
-	closeDone chan struct{} // closed when the close handshake is over
-	cork      *corkConn     // the hijacked socket; nil without an upgrade (tests)
+	done      chan struct{}  // closed when the connection starts closing
+	closing   sync.WaitGroup // the close handshake, once started
+	cork      *corkConn      // the hijacked socket; nil without an upgrade (tests)
 
 	// Reader goroutine state; subs is written only by the reader goroutine,
 	// under subMu so that /api/connections can read it.
@@ -133,7 +133,6 @@ func (s *Server) newConn(ws *websocket.Conn, remote string, id *auth.Identity) *
 		remote:      remote,
 		connectedAt: time.Now().UTC(),
 		done:        make(chan struct{}),
-		closeDone:   make(chan struct{}),
 		limiter:     rate.NewLimiter(rate.Limit(s.cfg.SubscribeRate), max(1, int(s.cfg.SubscribeRate))),
 	}
 	c.ident.Store(id)
@@ -180,7 +179,7 @@ func (c *conn) run() {
 	// write the close frame, 5 s to wait for the peer's), then drop
 	// everything.
 	c.closeWith(websocket.StatusNormalClosure, "")
-	<-c.closeDone
+	c.closing.Wait()
 	c.waitWriter()
 	c.s.cfg.Broker.Remove(c)
 	c.tmu.Lock()
@@ -209,8 +208,9 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) bool {
 		if code != websocket.StatusNormalClosure {
 			c.logger().Debug().Int(logCode, int(code)).Str("reason", reason).Msg("closing connection")
 		}
+		c.closing.Add(1)
 		go func() {
-			defer close(c.closeDone)
+			defer c.closing.Done()
 			// Called from Deliver under the broker's lock: never call the
 			// broker synchronously here.
 			c.s.cfg.Broker.Remove(c)
