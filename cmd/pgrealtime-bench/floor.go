@@ -156,6 +156,7 @@ func (f *floor) publish(ctx context.Context, rate int, d time.Duration) int {
 		}
 		wg.Wait()
 	}
+	time.Sleep(time.Until(start.Add(d))) // a step lasts d, as with the paced inserts
 	return n
 }
 
