@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -56,6 +57,39 @@ type Memory struct {
 
 var _ Broker = (*Memory)(nil)
 
+// patternSet is a member's patterns with their positions: a slice, not a
+// map, because most subscribers hold one to three patterns (a map costs
+// each idle subscriber several hundred bytes, and a short scan is faster).
+type patternSet []patternFrom
+
+type patternFrom struct {
+	key  topicKey
+	from Position
+}
+
+func (ps patternSet) get(k topicKey) (Position, bool) {
+	for i := range ps {
+		if ps[i].key == k {
+			return ps[i].from, true
+		}
+	}
+	return Position{}, false
+}
+
+func (ps patternSet) has(k topicKey) bool {
+	_, ok := ps.get(k)
+	return ok
+}
+
+func (ps patternSet) without(k topicKey) patternSet {
+	for i := range ps {
+		if ps[i].key == k {
+			return slices.Delete(ps, i, i+1)
+		}
+	}
+	return ps
+}
+
 // member is one subscriber's state.
 type member struct {
 	sub Subscriber
@@ -63,7 +97,7 @@ type member struct {
 	// (the since it was replayed from, or the last position when it was
 	// added live), so that a later resume replays exactly what no existing
 	// pattern delivered.
-	patterns map[topicKey]Position
+	patterns patternSet
 	lastSeq  uint64
 	batchSeq uint64   // transaction batch being collected in batch
 	batch    []*Event // events of the current multi-event transaction
@@ -283,7 +317,7 @@ func (m *Memory) fanoutBatchLocked(evs []*Event) {
 func (mb *member) matches(ev *Event) bool {
 	keys, n := eventKeys(ev)
 	for i := 0; i < n; i++ {
-		if _, ok := mb.patterns[keys[i]]; ok {
+		if mb.patterns.has(keys[i]) {
 			return true
 		}
 	}
@@ -295,7 +329,7 @@ func (mb *member) matches(ev *Event) bool {
 func (mb *member) delivered(ev *Event) bool {
 	keys, n := eventKeys(ev)
 	for i := 0; i < n; i++ {
-		if from, ok := mb.patterns[keys[i]]; ok && from.Less(ev.Position) {
+		if from, ok := mb.patterns.get(keys[i]); ok && from.Less(ev.Position) {
 			return true
 		}
 	}
@@ -408,7 +442,7 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 		replay = m.replayLocked(mb, patterns, *since)
 	}
 	if mb == nil {
-		mb = &member{sub: sub, patterns: make(map[topicKey]Position, len(patterns))}
+		mb = &member{sub: sub, patterns: make(patternSet, 0, len(patterns))}
 		m.members[sub] = mb
 	}
 	if len(replay) > 0 {
@@ -420,10 +454,10 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 	}
 	for _, p := range patterns {
 		k := keyOf(p)
-		if _, ok := mb.patterns[k]; ok {
+		if mb.patterns.has(k) {
 			continue
 		}
-		mb.patterns[k] = from
+		mb.patterns = append(mb.patterns, patternFrom{k, from})
 		set := m.index[k]
 		if set == nil {
 			set = make(map[*member]struct{})
@@ -445,9 +479,11 @@ func (m *Memory) resumableLocked(since Position) bool {
 // replayLocked collects retained events after since that match the new
 // patterns and that none of the member's existing patterns delivered.
 func (m *Memory) replayLocked(mb *member, patterns []Pattern, since Position) []*Event {
-	fresh := &member{patterns: make(map[topicKey]Position, len(patterns))}
+	fresh := &member{patterns: make(patternSet, 0, len(patterns))}
 	for _, p := range patterns {
-		fresh.patterns[keyOf(p)] = since
+		if k := keyOf(p); !fresh.patterns.has(k) {
+			fresh.patterns = append(fresh.patterns, patternFrom{k, since})
+		}
 	}
 	// Binary search for the first retained event after since.
 	lo, hi := 0, m.histLen
@@ -486,10 +522,10 @@ func (m *Memory) Unsubscribe(sub Subscriber, patterns []Pattern) {
 }
 
 func (m *Memory) dropLocked(mb *member, k topicKey) {
-	if _, ok := mb.patterns[k]; !ok {
+	if !mb.patterns.has(k) {
 		return
 	}
-	delete(mb.patterns, k)
+	mb.patterns = mb.patterns.without(k)
 	if set := m.index[k]; set != nil {
 		delete(set, mb)
 		if len(set) == 0 {
@@ -506,8 +542,8 @@ func (m *Memory) Remove(sub Subscriber) {
 	if mb == nil {
 		return
 	}
-	for k := range mb.patterns {
-		m.dropLocked(mb, k)
+	for len(mb.patterns) > 0 {
+		m.dropLocked(mb, mb.patterns[0].key)
 	}
 	delete(m.members, sub)
 }

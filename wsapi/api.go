@@ -71,6 +71,7 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	c.start()
 	// The session runs on its own goroutine and the handler returns, so
 	// that net/http's per-request state (the request, its headers, the
 	// response) is not kept for the life of the socket.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -36,10 +37,40 @@ type item struct {
 }
 
 // subscription is one of a connection's patterns, with the topic as the
-// client wrote it.
+// client wrote it and the canonical pattern (its key).
 type subscription struct {
+	key     string
 	pattern broker.Pattern
 	topic   string
+}
+
+// subList is a connection's subscriptions, at most MaxSubscriptions: a
+// slice, because a map costs most idle connections (one subscription)
+// several hundred bytes.
+type subList []subscription
+
+func (l subList) find(key string) int {
+	for i := range l {
+		if l[i].key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+func (l subList) has(key string) bool { return l.find(key) >= 0 }
+
+// remove deletes the subscriptions with these keys and returns the list.
+func (l subList) remove(keys ...string) subList {
+	for _, k := range keys {
+		if i := l.find(k); i >= 0 {
+			l = slices.Delete(l, i, i+1)
+		}
+	}
+	if len(l) == 0 {
+		return nil
+	}
+	return l
 }
 
 // conn is one WebSocket connection. It is the broker.Subscriber of that
@@ -52,10 +83,6 @@ type conn struct {
 	connectedAt time.Time
 
 	ident atomic.Pointer[auth.Identity]
-	log   atomic.Pointer[zerolog.Logger]
-
-	ctx    context.Context // reads and writes; cancelled to drop the socket at once
-	cancel context.CancelFunc
 
 	// Send queue: a FIFO that grows on demand (q[qhead:], at most
 	// SendQueue items) under qmu, this connection's own lock (never shared
@@ -75,20 +102,23 @@ type conn struct {
 	ownerGone chan struct{}
 
 	closeOnce sync.Once
-	done      chan struct{} // closed when the connection starts closing
-	closeDone chan struct{} // closed when the close handshake is over
-	cork      *corkConn     // the hijacked socket; nil without an upgrade (tests)
-	pingTimer atomic.Pointer[time.Timer]
+	done      chan struct{}  // closed when the connection starts closing
+	closing   sync.WaitGroup // the close handshake, once started
+	cork      *corkConn      // the hijacked socket; nil without an upgrade (tests)
 
 	// Reader goroutine state; subs is written only by the reader goroutine,
 	// under subMu so that /api/connections can read it.
 	limiter *rate.Limiter
 	abuse   *rate.Limiter
 	subMu   sync.Mutex
-	subs    map[string]subscription // by canonical pattern
+	subs    subList
 
-	expMu    sync.Mutex
-	expTimer *time.Timer
+	// One timer per connection for the pings and the token's expiry
+	// (tick), under tmu.
+	tmu      sync.Mutex
+	timer    *time.Timer
+	nextPing time.Time
+	pinging  bool
 }
 
 var _ broker.Subscriber = (*conn)(nil)
@@ -96,35 +126,31 @@ var _ broker.Subscriber = (*conn)(nil)
 // newConn makes the connection of an upgraded socket; remote is the
 // client's address (the request is not kept).
 func (s *Server) newConn(ws *websocket.Conn, remote string, id *auth.Identity) *conn {
-	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		s:           s,
 		ws:          ws,
 		id:          newConnID(),
 		remote:      remote,
 		connectedAt: time.Now().UTC(),
-		ctx:         ctx,
-		cancel:      cancel,
 		done:        make(chan struct{}),
-		closeDone:   make(chan struct{}),
 		limiter:     rate.NewLimiter(rate.Limit(s.cfg.SubscribeRate), max(1, int(s.cfg.SubscribeRate))),
-		abuse:       rate.NewLimiter(abuseRate, abuseBurst),
-		subs:        make(map[string]subscription),
 	}
 	c.ident.Store(id)
-	c.setLogger(id)
 	return c
 }
 
-func (c *conn) setLogger(id *auth.Identity) {
-	l := c.s.log.With().Str(logConnID, c.id).Str(logSubject, id.Subject).Logger()
-	c.log.Store(&l)
+// logger is the server's logger with the connection's id and subject. It
+// is made for each use (connection events are rare): kept, it would cost
+// every idle connection a few hundred bytes.
+func (c *conn) logger() *zerolog.Logger {
+	l := c.s.log.With().Str(logConnID, c.id).Str(logSubject, c.ident.Load().Subject).Logger()
+	return &l
 }
 
-func (c *conn) logger() *zerolog.Logger { return c.log.Load() }
-
-// run serves the connection until it closes.
-func (c *conn) run() {
+// start sends the connected message, arms the token expiry and the pings
+// and starts writing. It runs on the upgrade's goroutine, so that the
+// stack it needs is not kept by the connection's reader goroutine.
+func (c *conn) start() {
 	metrics.Connections.Inc()
 	c.logger().Debug().Str(logRemote, c.remote).Str(logRole, c.ident.Load().Role).Msg("connected")
 	c.sendJSON(connectedMsg{
@@ -137,25 +163,28 @@ func (c *conn) run() {
 			MaxMessageBytes:  c.s.cfg.MaxMessageBytes,
 		},
 	})
-	c.armExpiry(c.ident.Load())
+	c.tmu.Lock()
+	c.nextPing = time.Now().Add(c.s.cfg.PingInterval)
+	c.tmu.Unlock()
+	c.armExpiry()
 	c.startWriting()
-	c.pingTimer.Store(time.AfterFunc(c.s.cfg.PingInterval, c.pingTick))
+}
+
+// run reads the connection until it closes, then tears it down. It runs
+// on the connection's one goroutine, after start.
+func (c *conn) run() {
 	c.readLoop()
 
 	// Teardown: finish the close handshake (bounded by the library: 5 s to
 	// write the close frame, 5 s to wait for the peer's), then drop
 	// everything.
 	c.closeWith(websocket.StatusNormalClosure, "")
-	<-c.closeDone
-	c.cancel()
-	c.pingTimer.Load().Stop()
+	c.closing.Wait()
 	c.waitWriter()
 	c.s.cfg.Broker.Remove(c)
-	c.expMu.Lock()
-	if c.expTimer != nil {
-		c.expTimer.Stop()
-	}
-	c.expMu.Unlock()
+	c.tmu.Lock()
+	c.timer.Stop()
+	c.tmu.Unlock()
 	c.subMu.Lock()
 	metrics.Subscriptions.Sub(float64(len(c.subs)))
 	c.subMu.Unlock()
@@ -179,8 +208,9 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) bool {
 		if code != websocket.StatusNormalClosure {
 			c.logger().Debug().Int(logCode, int(code)).Str("reason", reason).Msg("closing connection")
 		}
+		c.closing.Add(1)
 		go func() {
-			defer close(c.closeDone)
+			defer c.closing.Done()
 			// Called from Deliver under the broker's lock: never call the
 			// broker synchronously here.
 			c.s.cfg.Broker.Remove(c)
@@ -193,8 +223,7 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) bool {
 
 // drop closes the socket at once, without a close handshake.
 func (c *conn) drop() {
-	c.cancel() // fails the pending read, which closes the socket
-	go c.ws.CloseNow()
+	go c.ws.CloseNow() // fails the pending read
 }
 
 // slow closes a connection that cannot keep up with 4008.
@@ -268,8 +297,9 @@ func (c *conn) pushLocked(it item) bool {
 }
 
 // queueKeep is the capacity an empty send queue keeps; a bigger one (after
-// a burst) is released.
-const queueKeep = 16
+// a burst) is released. One slot: an idle connection keeps almost nothing,
+// and a connection that gets an event now and then reuses its slot.
+const queueKeep = 1
 
 // pop takes the first item of the send queue.
 func (c *conn) pop() (item, bool) {
@@ -409,25 +439,68 @@ func (c *conn) writeFailed(err error) {
 	c.drop()
 }
 
-// armExpiry closes the connection with 4001 when id's token expires,
-// unless the identity was replaced by then.
-func (c *conn) armExpiry(id *auth.Identity) {
-	c.expMu.Lock()
-	defer c.expMu.Unlock()
-	if c.expTimer != nil {
-		c.expTimer.Stop()
-		c.expTimer = nil
+// armExpiry sets the connection's timer for the next ping or the expiry
+// of the current identity's token, whichever comes first (call it after
+// the identity changes).
+func (c *conn) armExpiry() {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	c.armLocked()
+}
+
+func (c *conn) armLocked() {
+	due := c.nextPing
+	if exp := c.ident.Load().ExpiresAt; !exp.IsZero() && exp.Before(due) {
+		due = exp
 	}
-	if id.ExpiresAt.IsZero() {
+	if c.timer == nil {
+		c.timer = time.AfterFunc(time.Until(due), c.tick)
 		return
 	}
-	c.expTimer = time.AfterFunc(time.Until(id.ExpiresAt), func() {
-		if c.ident.Load() != id {
-			return
-		}
+	c.timer.Reset(time.Until(due))
+}
+
+// tick closes the connection with 4001 when its token has expired, and
+// pings the peer when a ping is due (on the timer's goroutine, which
+// exists only while it runs): a peer that does not answer within
+// PingInterval is dropped.
+func (c *conn) tick() {
+	if c.isDone() {
+		return
+	}
+	now := time.Now()
+	if exp := c.ident.Load().ExpiresAt; !exp.IsZero() && !now.Before(exp) {
 		c.logger().Info().Msg("token expired: closing with 4001")
 		c.closeWith(StatusTokenExpired, "token expired")
-	})
+		return
+	}
+	c.tmu.Lock()
+	ping := !c.pinging && !now.Before(c.nextPing)
+	c.pinging = c.pinging || ping
+	if !ping {
+		c.armLocked()
+	}
+	c.tmu.Unlock()
+	if !ping {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.PingInterval)
+	err := c.ws.Ping(ctx)
+	cancel()
+	if err != nil {
+		if !c.isDone() {
+			c.logger().Info().Err(err).Msg("peer did not answer ping: dropping connection")
+			c.drop() // a dead peer cannot do a close handshake
+		}
+		return
+	}
+	c.tmu.Lock()
+	c.pinging = false
+	c.nextPing = time.Now().Add(c.s.cfg.PingInterval)
+	if !c.isDone() {
+		c.armLocked()
+	}
+	c.tmu.Unlock()
 }
 
 // readLoop reads and handles client frames until the socket closes.
@@ -450,7 +523,16 @@ func (c *conn) readLoop() {
 			c.closeWith(StatusPolicyViolation, "binary frames are not supported: send JSON text frames")
 			return
 		}
-		c.handle(data)
+		// Handle the request on a goroutine of its own: decoding and
+		// subscribing need a deep stack, which the reader's goroutine
+		// would keep (an idle connection's largest cost) until a
+		// garbage collection shrinks it.
+		handled := make(chan struct{})
+		go func() {
+			defer close(handled)
+			c.handle(data)
+		}()
+		<-handled
 		select {
 		case <-c.done:
 			return

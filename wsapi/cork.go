@@ -52,16 +52,22 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if len(pending) > 0 {
 		r = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), nc)
 	}
-	br := bufio.NewReaderSize(r, max(hijackBufSize, len(pending)))
+	br := bufio.NewReaderSize(r, max(hijackReadBuf, len(pending)))
 	if len(pending) > 0 {
 		br.Peek(len(pending)) // into the buffer, where Accept looks for them
 	}
-	return w.cc, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cc, hijackBufSize)), nil
+	return w.cc, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cc, hijackWriteBuf)), nil
 }
 
-// hijackBufSize is the size of the read and write buffers of an upgraded
-// connection. A control frame (at most 14 + 125 bytes) fits the writer.
-const hijackBufSize = 256
+// The read and write buffers of an upgraded connection. Frame headers are
+// read through the reader (payloads of 64 bytes and more go straight into
+// the message); a server control frame (2 + at most 125 bytes) fits the
+// writer, so coder/websocket writes each one with one Write call, which
+// writeText relies on.
+const (
+	hijackReadBuf  = 64
+	hijackWriteBuf = 128
+)
 
 // corkConn is the hijacked connection of a WebSocket. While corked (the
 // writer goroutine is draining its queue) writes are appended to a buffer;

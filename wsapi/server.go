@@ -171,6 +171,9 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Connections is the number of open WebSocket connections.
+func (s *Server) Connections() int64 { return s.count.Load() }
+
 // Handler returns the HTTP handler of every endpoint.
 func (s *Server) Handler() http.Handler { return s.mux }
 

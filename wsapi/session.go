@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/pgrealtime/pgrealtime/broker"
 	"github.com/pgrealtime/pgrealtime/internal/metrics"
@@ -92,6 +94,9 @@ func errorReply(id *string, code, msg string, topic *string) []byte {
 
 func (c *conn) sendError(id *string, code, msg string, topic *string) {
 	c.enqueue(item{raw: errorReply(id, code, msg, topic)})
+	if code == CodeBadRequest && c.abuse == nil {
+		c.abuse = rate.NewLimiter(abuseRate, abuseBurst) // on the first one: most connections never need it
+	}
 	if code == CodeBadRequest && !c.abuse.Allow() {
 		c.closeWith(StatusPolicyViolation, "too many bad requests")
 	}
@@ -190,7 +195,7 @@ func (c *conn) subscribe(id *string, req *request) {
 			return
 		}
 		k := p.String()
-		if _, dup := c.subs[k]; dup || seen[k] {
+		if c.subs.has(k) || seen[k] {
 			continue
 		}
 		seen[k] = true
@@ -210,7 +215,7 @@ func (c *conn) subscribe(id *string, req *request) {
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.sinceWait)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.sinceWait)
 	go func() { // a closing connection stops waiting for the stream
 		select {
 		case <-c.done:
@@ -241,7 +246,7 @@ func (c *conn) subscribe(id *string, req *request) {
 		case errors.Is(err, broker.ErrClosed):
 			c.release(nil)
 			c.closeWith(StatusGoingAway, "server shutting down")
-		case c.ctx.Err() != nil, errors.Is(err, context.Canceled):
+		case c.isDone(), errors.Is(err, context.Canceled):
 			c.release(nil) // the connection is closing
 		default:
 			c.release(nil)
@@ -252,7 +257,7 @@ func (c *conn) subscribe(id *string, req *request) {
 	}
 	c.subMu.Lock()
 	for i, k := range keys {
-		c.subs[k] = subscription{pattern: pats[i], topic: req.Topics[from[i]]}
+		c.subs = append(c.subs, subscription{key: k, pattern: pats[i], topic: req.Topics[from[i]]})
 	}
 	c.subMu.Unlock()
 	metrics.Subscriptions.Add(float64(len(pats)))
@@ -285,7 +290,7 @@ func (c *conn) unsubscribe(id *string, req *request) {
 			return
 		}
 		k := p.String()
-		if _, ok := c.subs[k]; ok {
+		if c.subs.has(k) && !slices.Contains(keys, k) {
 			pats, keys = append(pats, p), append(keys, k)
 		}
 	}
@@ -293,9 +298,7 @@ func (c *conn) unsubscribe(id *string, req *request) {
 		c.s.cfg.Broker.Unsubscribe(c, pats)
 		c.subMu.Lock()
 		n := len(c.subs)
-		for _, k := range keys {
-			delete(c.subs, k)
-		}
+		c.subs = c.subs.remove(keys...)
 		metrics.Subscriptions.Sub(float64(n - len(c.subs)))
 		c.subMu.Unlock()
 	}
@@ -320,26 +323,23 @@ func (c *conn) authenticate(id *string, req *request) {
 		return
 	}
 	c.ident.Store(ident)
-	c.armExpiry(ident)
-	c.setLogger(ident)
+	c.armExpiry()
 
 	var (
 		pats    []broker.Pattern
 		keys    []string
 		revoked = []string{}
 	)
-	for k, sub := range c.subs {
+	for _, sub := range c.subs {
 		if c.s.checkSubscribe(ident, sub.pattern) != nil {
-			pats, keys = append(pats, sub.pattern), append(keys, k)
+			pats, keys = append(pats, sub.pattern), append(keys, sub.key)
 			revoked = append(revoked, sub.topic)
 		}
 	}
 	if len(pats) > 0 {
 		c.s.cfg.Broker.Unsubscribe(c, pats)
 		c.subMu.Lock()
-		for _, k := range keys {
-			delete(c.subs, k)
-		}
+		c.subs = c.subs.remove(keys...)
 		c.subMu.Unlock()
 		metrics.Subscriptions.Sub(float64(len(pats)))
 		sort.Strings(revoked)

@@ -1,7 +1,6 @@
 package wsapi
 
 import (
-	"context"
 	"runtime"
 	"sync"
 )
@@ -116,6 +115,19 @@ func (c *conn) letGo() bool {
 	return true
 }
 
+// abandon ends the owner's turn after a failed write: the socket is being
+// dropped, nothing more is queued or written.
+func (c *conn) abandon() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	c.closed = true
+	c.owned = false
+	if c.ownerGone != nil {
+		close(c.ownerGone)
+		c.ownerGone = nil
+	}
+}
+
 // waitWriter waits until no owner writes the connection (it is closed, so
 // none will again).
 func (c *conn) waitWriter() {
@@ -180,7 +192,7 @@ func (c *conn) serve() {
 	switch {
 	case err != nil:
 		c.writeFailed(err)
-		c.letGo()
+		c.abandon()
 	case !complete, handOff:
 		// The rest of the buffer (still corked) and of the queue go
 		// with blocking, deadline-bounded writes.
@@ -196,7 +208,7 @@ func (c *conn) serve() {
 func (c *conn) flusher() {
 	for {
 		if !c.drain() {
-			c.letGo()
+			c.abandon() // a failed write, or closing
 			return
 		}
 		if c.letGo() {
@@ -229,25 +241,4 @@ func (c *conn) drain() bool {
 		return false
 	}
 	return ok && !c.isDone()
-}
-
-// pingTick pings the peer every PingInterval (on the timer's goroutine,
-// which exists only while a ping is out).
-func (c *conn) pingTick() {
-	if c.isDone() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingInterval)
-	err := c.ws.Ping(ctx)
-	cancel()
-	if err != nil {
-		if !c.isDone() {
-			c.logger().Info().Err(err).Msg("peer did not answer ping: dropping connection")
-			c.drop() // a dead peer cannot do a close handshake
-		}
-		return
-	}
-	if t := c.pingTimer.Load(); t != nil && !c.isDone() {
-		t.Reset(c.s.cfg.PingInterval)
-	}
 }

@@ -76,6 +76,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	rows := fs.Int("rows", 0, "catch-up rows (default 200000, quick 2000)")
 	keep := fs.Bool("keep", false, "keep the work directory (server logs)")
 	serverArgs := fs.String("server-args", "", "extra pgrealtime flags for every server start, space-separated (experiments only)")
+	idleWait := fs.Duration("idle-wait", 0, "memory: how long the idle connections sit before RSS is read (default 5s, quick 1s)")
 	only := fs.String("only", "", "comma list of measurements to run (catchup,latency,fanout,memory,writes); default all")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: pgrealtime-bench [flags]\n       pgrealtime-bench clients --url ws://… --n N (client process, started by the benchmark)")
@@ -93,6 +94,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	cfg := defaultConfig(*quick)
 	if *rows > 0 {
 		cfg.CatchupRows = *rows
+	}
+	if *idleWait > 0 {
+		cfg.IdleWait = *idleWait
 	}
 	if *chart != "" && !strings.HasSuffix(*chart, ".png") && !strings.HasSuffix(*chart, ".svg") {
 		return config{}, fmt.Errorf("%w: --chart must end in .png or .svg", errUsage)

@@ -26,12 +26,48 @@ type fanoutResult struct {
 	ConnectSeconds float64      `json:"connect_seconds"`
 	Steps          []fanoutStep `json:"steps"`
 	StopReason     string       `json:"stop_reason"`
+	// Floor: the same steps against `pgrealtime-bench floor` (one write(2)
+	// of a prebuilt frame per delivery, nothing else): what this machine
+	// allows.
+	Floor     []fanoutStep `json:"floor_steps"`
+	FloorErr  string       `json:"floor_error,omitempty"`
+	FloorStop string       `json:"floor_stop_reason"`
 }
 
 // fanout holds FanoutSubs subscribers of one topic in a client process and
 // steps the event rate up until p99 passes FanoutP99 (or subscribers are
-// dropped as slow consumers, or the steps run out).
+// dropped as slow consumers, or the steps run out); then the same against
+// the floor server.
 func (e *benchEnv) fanout(ctx context.Context, srv *server) (*fanoutResult, error) {
+	r, err := e.fanoutPgrealtime(ctx, srv)
+	if err != nil {
+		return r, err
+	}
+	e.logf("   the floor: %d subscribers of a bare WebSocket server writing each event with one write(2) per subscriber", e.cfg.FanoutSubs)
+	if err := e.fanoutFloor(ctx, r); err != nil {
+		r.FloorErr = err.Error()
+		e.logf("   floor failed: %v", err)
+	}
+	return r, nil
+}
+
+func (e *benchEnv) fanoutFloor(ctx context.Context, r *fanoutResult) error {
+	fp, err := startFloor(ctx, e.self)
+	if err != nil {
+		return err
+	}
+	defer fp.quit()
+	cp, err := startClients(ctx, e.self, fp.URL(), "", e.cfg.FanoutSubs, "bench.*")
+	if err != nil {
+		return err
+	}
+	defer cp.quit()
+	produce := func(rate int, d time.Duration) (int, error) { return fp.publish(ctx, rate, d) }
+	r.Floor, r.FloorStop, err = e.fanoutSteps(ctx, cp, fp.Pid(), e.cfg.FanoutSubs, produce)
+	return err
+}
+
+func (e *benchEnv) fanoutPgrealtime(ctx context.Context, srv *server) (*fanoutResult, error) {
 	r := &fanoutResult{Subs: e.cfg.FanoutSubs}
 	t0 := time.Now()
 	cp, err := startClients(ctx, e.self, srv.URL(), e.token, e.cfg.FanoutSubs, "bench.*")
@@ -50,16 +86,26 @@ func (e *benchEnv) fanout(ctx context.Context, srv *server) (*fanoutResult, erro
 		return r, err
 	}
 	time.Sleep(500 * time.Millisecond)
+	produce := func(rate int, d time.Duration) (int, error) { return pacedInserts(ctx, conn, rate, d) }
+	r.Steps, r.StopReason, err = e.fanoutSteps(ctx, cp, srv.Pid(), r.Subs, produce)
+	return r, err
+}
+
+// fanoutSteps steps the rate up (or, when the first rate misses, down) with
+// subs subscribers in cp, produce making the events, pid being the server.
+func (e *benchEnv) fanoutSteps(ctx context.Context, cp *clientProc, pid, subs int, produce func(rate int, d time.Duration) (int, error)) ([]fanoutStep, string, error) {
+	var steps []fanoutStep
 	// step runs one rate and says why stepping up must stop ("" to go on).
 	step := func(rate int) (fanoutStep, string, error) {
 		st := fanoutStep{Rate: rate}
 		if err := cp.reset(ctx); err != nil {
 			return st, "", err
 		}
-		s0u, s0s, _ := cpuTimes(srv.Pid())
+		s0u, s0s, _ := cpuTimes(pid)
 		c0, _ := cpuTime(cp.Pid())
 		t0 := time.Now()
-		st.Written, err = pacedInserts(ctx, conn, rate, e.cfg.FanoutStep)
+		var err error
+		st.Written, err = produce(rate, e.cfg.FanoutStep)
 		st.Seconds = time.Since(t0).Seconds()
 		if err != nil {
 			return st, "", err
@@ -70,11 +116,11 @@ func (e *benchEnv) fanout(ctx context.Context, srv *server) (*fanoutResult, erro
 		}
 		st.Delivered = rep.Hist.Count()
 		st.PerSec = float64(st.Delivered) / st.Seconds
-		want := uint64(st.Written) * uint64(r.Subs)
+		want := uint64(st.Written) * uint64(subs)
 		if rep, err = cp.drain(ctx, want, 5*time.Second); err != nil {
 			return st, "", err
 		}
-		s1u, s1s, _ := cpuTimes(srv.Pid())
+		s1u, s1s, _ := cpuTimes(pid)
 		c1, _ := cpuTime(cp.Pid())
 		st.ServerCPU, st.ClientCPU = (s1u + s1s - s0u - s0s).Seconds(), (c1 - c0).Seconds()
 		st.ServerSys = (s1s - s0s).Seconds()
@@ -98,33 +144,30 @@ func (e *benchEnv) fanout(ctx context.Context, srv *server) (*fanoutResult, erro
 	for i, rate := range e.cfg.FanoutRates {
 		st, stop, err := step(rate)
 		if err != nil {
-			return r, err
+			return steps, "", err
 		}
-		r.Steps = append(r.Steps, st)
+		steps = append(steps, st)
 		if stop == "" {
 			continue
 		}
-		r.StopReason = stop
 		if i > 0 || st.Closed > 0 {
-			return r, nil
+			return steps, stop, nil
 		}
 		// The first step failed: step down to find what does hold.
 		for _, lower := range []int{rate / 2, rate / 5, rate / 10} {
 			if lower < 1 {
 				break
 			}
-			st, stop, err := step(lower)
+			st, stop2, err := step(lower)
 			if err != nil {
-				return r, err
+				return steps, "", err
 			}
-			r.Steps = append(r.Steps, st)
-			if stop == "" || st.Closed > 0 {
+			steps = append(steps, st)
+			if stop2 == "" || st.Closed > 0 {
 				break
 			}
 		}
-		r.StopReason += "; then stepped down"
-		return r, nil
+		return steps, stop + "; then stepped down", nil
 	}
-	r.StopReason = fmt.Sprintf("last step (%d events/s) still within p99 %.0f ms", e.cfg.FanoutRates[len(e.cfg.FanoutRates)-1], e.cfg.FanoutP99)
-	return r, nil
+	return steps, fmt.Sprintf("last step (%d events/s) still within p99 %.0f ms", e.cfg.FanoutRates[len(e.cfg.FanoutRates)-1], e.cfg.FanoutP99), nil
 }

@@ -42,6 +42,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(args) > 0 && args[0] == "clients" {
 		return runClients(ctx, args[1:], stdin, stdout)
 	}
+	if len(args) > 0 && args[0] == "floor" {
+		return runFloor(ctx, args[1:], stdin, stdout)
+	}
 	cfg, err := parseConfig(args, stderr)
 	if err != nil {
 		return err

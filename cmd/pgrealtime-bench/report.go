@@ -181,6 +181,14 @@ func (r *results) markdown() string {
 		} else {
 			w("| 3b | fan-out: highest step with p99 ≤ %.0f ms | none | | | stopped: %s |\n", c.FanoutP99, f.StopReason)
 		}
+		if len(f.Floor) > 0 {
+			fl := f.Floor[0]
+			w("| 3c | fan-out floor of this machine: a bare WebSocket server writing a prebuilt frame with one write(2) per subscriber, %d events/s to %s | %s deliveries/s · p50 %s · p99 %s · CPU %.1f s server, %.1f s clients | pgrealtime at the same step: p99 %s, %.1f s server CPU | | %s |\n",
+				fl.Rate, thousands(float64(f.Subs)), thousands(fl.PerSec), ms(fl.Lat.P50), ms(fl.Lat.P99), fl.ServerCPU, fl.ClientCPU, ms(s.Lat.P99), s.ServerCPU,
+				fmt.Sprintf("pgrealtime's server CPU %.1f× the floor's", ratio(s.ServerCPU, fl.ServerCPU)))
+		} else if f.FloorErr != "" {
+			w("| 3c | fan-out floor | %s | | | |\n", failed(f.FloorErr))
+		}
 	} else {
 		w("| 3a | fan-out | %s | | | |\n| 3b | fan-out step-up | — | | | |\n", failed(r.FanoutErr))
 	}
@@ -274,14 +282,10 @@ func (r *results) details(b *strings.Builder) {
 		w("\n## 3. Fan-out\n\n")
 		w("%s subscribers of `bench.*` in one client process (connected in %.1f s); one writer commits single-row transactions at each rate for %.0f s; when the first rate already misses, the rate steps down instead. Deliveries/s counts what arrived within the window; latency covers every delivery including those drained after it. CPU is user+system seconds over the step from /proc/<pid>/stat. Stopped: %s.\n\n",
 			thousands(float64(f.Subs)), f.ConnectSeconds, r.Config.FanoutStep.Seconds(), f.StopReason)
-		w("| events/s | deliveries/s | p50 | p99 | max | server CPU s (cores), of which kernel | server CPU µs per delivery | clients CPU s (cores) | closed |\n|---|---|---|---|---|---|---|---|---|\n")
-		for _, s := range f.Steps {
-			per := 0.0
-			if s.Lat.Count > 0 {
-				per = s.ServerCPU / float64(s.Lat.Count) * 1e6
-			}
-			w("| %d | %s | %s | %s | %s | %.1f (%.2f), %.0f%% | %.1f | %.1f (%.2f) | %d |\n", s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), ms(s.Lat.Max),
-				s.ServerCPU, s.ServerCPU/s.Seconds, 100*ratio(s.ServerSys, s.ServerCPU), per, s.ClientCPU, s.ClientCPU/s.Seconds, s.Closed)
+		stepsTable(w, f.Steps)
+		if len(f.Floor) > 0 {
+			w("\nThe floor, same client process and steps: `pgrealtime-bench floor`, a bare WebSocket server (handshake by hand) that writes each event's prebuilt frame to every subscriber with one `write(2)` each from GOMAXPROCS goroutines — no WebSocket library, queue, rules or Postgres; the event's timestamp is taken just before the writes. Stopped: %s.\n\n", f.FloorStop)
+			stepsTable(w, f.Floor)
 		}
 	}
 	if m := r.Memory; m != nil && len(m.Points) > 0 {
@@ -342,5 +346,18 @@ func (r *results) details(b *strings.Builder) {
 		for _, e := range errs {
 			w("- %s\n", e)
 		}
+	}
+}
+
+// stepsTable writes one fan-out table.
+func stepsTable(w func(string, ...any), steps []fanoutStep) {
+	w("| events/s | deliveries/s | p50 | p99 | max | server CPU s (cores), of which kernel | server CPU µs per delivery | clients CPU s (cores) | closed |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, s := range steps {
+		per := 0.0
+		if s.Lat.Count > 0 {
+			per = s.ServerCPU / float64(s.Lat.Count) * 1e6
+		}
+		w("| %d | %s | %s | %s | %s | %.1f (%.2f), %.0f%% | %.1f | %.1f (%.2f) | %d |\n", s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), ms(s.Lat.Max),
+			s.ServerCPU, s.ServerCPU/s.Seconds, 100*ratio(s.ServerSys, s.ServerCPU), per, s.ClientCPU, s.ClientCPU/s.Seconds, s.Closed)
 	}
 }

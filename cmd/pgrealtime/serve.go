@@ -8,6 +8,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -72,6 +73,8 @@ type pipeline struct {
 	shutdown func(ctx context.Context) error
 	// close releases the broker.
 	close func() error
+	// connections is the number of open WebSocket connections.
+	connections func() int64
 }
 
 // serve loads rules and keys, builds the pipeline, listens, and runs until
@@ -137,6 +140,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 
 	readerCtx, stopReader := context.WithCancel(context.Background())
 	defer stopReader()
+	if os.Getenv("GOGC") == "" && p.connections != nil {
+		go tuneGC(readerCtx, p.connections)
+	}
 	readerErr := make(chan error, 1)
 	go func() { readerErr <- p.run(readerCtx) }()
 

@@ -52,7 +52,7 @@ func buildPipeline(cfg *Config, set *rules.Set, verifier *auth.Verifier, log zer
 		b.Close()
 		return nil, configErr("", "%v", err)
 	}
-	return &pipeline{handler: s.Handler(), run: r.Run, shutdown: s.Shutdown, close: b.Close}, nil
+	return &pipeline{handler: s.Handler(), run: r.Run, shutdown: s.Shutdown, close: b.Close, connections: s.Connections}, nil
 }
 
 func teardown(ctx context.Context, cfg *Config) error {

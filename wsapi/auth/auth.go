@@ -95,7 +95,18 @@ type Verifier struct {
 	keys   *keySet
 	parser *jwt.Parser
 	algs   []string // accepted algorithms, sorted
+
+	// Tokens verified recently, with their identity: the connections of
+	// one token (a user's tabs, a reconnect after a restart) share one
+	// *Identity — its claims, and the rules' per-identity results —
+	// instead of holding a copy each, and skip the signature check.
+	// Bounded by cacheMax; an entry is used only until the token's exp.
+	mu    sync.Mutex
+	cache map[string]*Identity
 }
+
+// cacheMax bounds the verified-token cache.
+const cacheMax = 10000
 
 // NewVerifier validates cfg (a malformed JWKS is an error naming the problem).
 func NewVerifier(cfg Config) (*Verifier, error) {
@@ -168,12 +179,54 @@ func (v *Verifier) verify(token string) (*Identity, error) {
 	if token == "" {
 		return nil, invalid("token is empty")
 	}
+	if id := v.cached(token); id != nil {
+		return id, nil
+	}
 	claims := jwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(token, claims, v.keyFor)
 	if err != nil {
 		return nil, v.explain(tok, err)
 	}
-	return identityFrom(claims)
+	id, err := identityFrom(claims)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	if v.cache == nil {
+		v.cache = make(map[string]*Identity)
+	}
+	if len(v.cache) >= cacheMax {
+		for k := range v.cache { // evict one entry, any
+			delete(v.cache, k)
+			break
+		}
+	}
+	v.cache[token] = id
+	v.mu.Unlock()
+	return id, nil
+}
+
+// cached returns the identity of a token verified before and not expired
+// since (expired: nil, and the full check says why).
+func (v *Verifier) cached(token string) *Identity {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	id := v.cache[token]
+	if id == nil {
+		return nil
+	}
+	if !id.ExpiresAt.IsZero() && !v.now().Before(id.ExpiresAt.Add(v.cfg.Leeway)) {
+		delete(v.cache, token)
+		return nil
+	}
+	return id
+}
+
+func (v *Verifier) now() time.Time {
+	if v.cfg.Now != nil {
+		return v.cfg.Now()
+	}
+	return time.Now()
 }
 
 // keyFor selects the verification key for a parsed (not yet verified) token.

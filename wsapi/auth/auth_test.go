@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -422,5 +423,45 @@ func TestMemo(t *testing.T) {
 	}
 	if other := Anon(); other.Memo(key, func() any { return "y" }) != "y" {
 		t.Fatal("memo shared between identities")
+	}
+}
+
+// Connections presenting the same token share one identity (the cache);
+// the cache never outlives the token (TestNotBeforeVsExpiry checks the
+// expiry through it), and a tampered token is still refused.
+func TestVerifiedTokenCache(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	v, err := NewVerifier(Config{HS256Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := SignHS256(secret, map[string]any{"sub": "u", "role": "user", "exp": time.Now().Add(time.Hour).Unix()})
+	a, err := v.Verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := v.Verify(" " + tok + " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatal("the same token gave two identities")
+	}
+	other, _ := SignHS256(secret, map[string]any{"sub": "w", "role": "user"})
+	if c, err := v.Verify(other); err != nil || c == a || c.Subject != "w" {
+		t.Fatalf("another token: %+v, %v", c, err)
+	}
+	tampered := tok[:len(tok)-2] + "xx"
+	if _, err := v.Verify(tampered); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("tampered token after a cached one: %v", err)
+	}
+	for i := 0; i < cacheMax+10; i++ { // the cache stays bounded
+		t2, _ := SignHS256(secret, map[string]any{"sub": fmt.Sprint(i)})
+		if _, err := v.Verify(t2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(v.cache); n > cacheMax {
+		t.Fatalf("cache holds %d tokens, bound %d", n, cacheMax)
 	}
 }
