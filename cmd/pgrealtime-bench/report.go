@@ -216,6 +216,9 @@ func (r *results) markdown() string {
 			res = fmt.Sprintf("%.2f× and %.2f×, but pgrealtime fell behind the writers (up to %.1f MB of WAL not yet sent to it when they stopped; its subscriber had as little as %.0f%% of the rows 5 s later), so its ratio understates its cost: %s",
 				ratio(pr, rv), ratio(pr, tr), ps.maxLagMB(), 100*ps.minDelivered(), verdict(false))
 		}
+		if l := ps.maxLagMB(); ps.keptUp() && l > 1 {
+			res += fmt.Sprintf(" (pgrealtime was up to %.1f MB of WAL behind when the writers stopped, and its subscriber had every row 5 s later: a consumer that lags leaves the writers more CPU)", l)
+		}
 		if l := wr.setup(setupRecv).maxLagMB(); l > 1 {
 			res += fmt.Sprintf(" (pg_recvlogical's walsender fell behind too: up to %.1f MB)", l)
 		}
