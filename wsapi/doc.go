@@ -12,14 +12,23 @@
 //     is closed with 4008 from another goroutine and removed from the
 //     broker; the publisher and every other connection are never delayed
 //     by it.
-//   - One writer goroutine per socket writes the queue in order, so a
+//   - A connection has no writer goroutine of its own. A connection with
+//     something queued goes on the server's ready list, served in FIFO order
+//     by at most GOMAXPROCS pool workers (started on demand, gone when the
+//     list is empty). A worker corks the socket, copies the queued frames
+//     into the cork buffer and writes them with one non-blocking write(2);
+//     it never waits on a socket. A socket that cannot take everything (or
+//     a queue headed by a large batch) is handed to a flusher goroutine of
+//     that connection, which writes corked, with one write(2) per 64 KiB,
+//     under a deadline of WriteTimeout per flush, until the queue is
+//     empty. A flush that misses it closes with 4008 (the flush gets one
+//     more WriteTimeout so that the close frame can follow it; then the
+//     socket is dropped). One owner at a time writes a connection, so a
 //     connection receives events in the order the broker delivered them.
-//     While it drains the queue the socket is corked: frames (and control
-//     frames written meanwhile, in order) are coalesced into one write(2)
-//     per 64 KiB and one at the end of the drain. A flush that stalls for
-//     longer than WriteTimeout closes with 4008 (the flush gets one more
-//     WriteTimeout so that the close frame can follow it; then the socket
-//     is dropped).
+//   - Text frames are encoded by wsapi straight into the cork buffer;
+//     coder/websocket does the handshake, reads, and writes the control
+//     frames (ping, pong, close), each with one write into the cork, and
+//     no data frame follows the close frame.
 //   - Replies to a request are queued on the same queue. The reply to a
 //     subscribe is queued before any event of the new subscription (and
 //     before the replayed events of a subscribe with since), so a client
