@@ -131,6 +131,7 @@ type Reader struct {
 
 	walEvents prometheus.Counter // metrics.EventsReceived{source="wal"}, looked up once
 	lastTx    time.Time          // when the last transaction was handled (BatchWindow)
+	pauseDue  bool               // dense traffic: pause once everything received is handled
 }
 
 // NewReader validates cfg and returns a Reader.
@@ -517,8 +518,8 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				}
 				return err
 			}
-			if published && r.cfg.BatchWindow > 0 {
-				r.batchPause(repl)
+			if r.cfg.BatchWindow > 0 {
+				r.batchPause(repl, published)
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
@@ -588,21 +589,28 @@ func (r *Reader) handleCopyData(ctx context.Context, conn *pgx.Conn, repl *pgcon
 	return false, nil
 }
 
-// batchPause runs after each transaction. Under dense traffic (the last
-// one less than a quarter of BatchWindow before) and with nothing more
-// received, it waits BatchWindow, so that the transactions committed
-// meanwhile are read with one system call and handed on together instead
-// of a wake-up of this goroutine, and of each subscriber's writer, per
-// message. It never waits while data is waiting (catching up).
-func (r *Reader) batchPause(repl *pgconn.PgConn) {
-	now := time.Now()
-	if now.Sub(r.lastTx) < r.cfg.BatchWindow/4 && repl.Frontend().ReadBufferLen() == 0 {
-		if n, ok := socketPending(repl.Conn()); ok && n == 0 {
-			time.Sleep(r.cfg.BatchWindow)
-			now = time.Now()
-		}
+// batchPause runs after each message; published says it completed a
+// transaction. Under dense traffic (that transaction less than a quarter of
+// BatchWindow after the one before), once everything received is handled
+// (the messages that follow a commit, such as a keepalive, included) and
+// nothing more waits in the socket, it waits BatchWindow, so that the
+// transactions committed meanwhile are read with one system call and handed
+// on together instead of a wake-up of this goroutine, and of each
+// subscriber's writer, per message. It never waits while data is waiting
+// (catching up) or inside a transaction.
+func (r *Reader) batchPause(repl *pgconn.PgConn, published bool) {
+	if published {
+		now := time.Now()
+		r.pauseDue = now.Sub(r.lastTx) < r.cfg.BatchWindow/4
+		r.lastTx = now
 	}
-	r.lastTx = now
+	if !r.pauseDue || r.dec.inTx() || repl.Frontend().ReadBufferLen() != 0 {
+		return
+	}
+	r.pauseDue = false
+	if n, ok := socketPending(repl.Conn()); ok && n == 0 {
+		time.Sleep(r.cfg.BatchWindow)
+	}
 }
 
 func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
