@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,13 @@ func runClients(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 		return errors.New("clients: --url and a positive --n are required")
 	}
 	raiseFileLimit()
+	// For profiling the load generator: a CPU profile of this process.
+	if path := os.Getenv("PGREALTIME_BENCH_CLIENT_CPUPROFILE"); path != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid())); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
