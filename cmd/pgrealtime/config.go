@@ -84,6 +84,7 @@ type Config struct {
 	SendQueue        int
 	HistorySize      int
 	ResumeWALMB      int
+	BatchWindow      time.Duration
 	AllowedOrigins   []string
 	LogLevel         zerolog.Level
 	LogFormat        string
@@ -242,6 +243,15 @@ var options = []option{
 				return fmt.Errorf("must be a whole number of MiB from 0 to 1048576, got %q", v)
 			}
 			c.ResumeWALMB = n
+			return nil
+		}},
+	{name: "batch-window", def: "1ms", help: "under dense traffic (transactions less than a quarter of this apart) the WAL reader pauses this long after a transaction, so that the next ones are read and sent together: less CPU per change, at most this much added latency; 0: never pause", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil || d < 0 || d > time.Second {
+				return fmt.Errorf("must be a duration from 0 to 1s (e.g. 1ms, 500us, 0), got %q", v)
+			}
+			c.BatchWindow = d
 			return nil
 		}},
 	{name: "allowed-origins", docDef: "(same host only)", help: "comma list of origins allowed to open a WebSocket (`https://app.example.com`, `*.example.com`, `*`); default: same host only; requests without Origin are allowed", cmds: cmdServe | cmdDev,

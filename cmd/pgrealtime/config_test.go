@@ -157,6 +157,8 @@ func TestBadSettingsExit2(t *testing.T) {
 		{"max-message-bytes tiny", serve("--max-message-bytes=10"), envOf(), []string{"--max-message-bytes", "at least 256"}},
 		{"max-message-bytes text", serve("--max-message-bytes=64k"), envOf(), []string{"--max-message-bytes", `"64k"`}},
 		{"send-queue empty flag", serve("--send-queue="), envOf(), []string{"--send-queue"}},
+		{"batch-window not a duration", serve("--batch-window=5"), envOf(), []string{"--batch-window", `"5"`}},
+		{"batch-window too long", serve("--batch-window=2s"), envOf(), []string{"--batch-window", "0 to 1s"}},
 		{"history-size negative", serve("--history-size=-1"), envOf(), []string{"--history-size"}},
 		{"log-level", serve("--log-level=loud"), envOf(), []string{"--log-level", `"loud"`}},
 		{"log-format", serve(), envOf("PGREALTIME_LOG_FORMAT", "xml"), []string{"PGREALTIME_LOG_FORMAT", `"xml"`}},
@@ -241,5 +243,27 @@ func TestDevWithoutPostgres(t *testing.T) {
 	err := run(context.Background(), []string{"dev", "--listen", "127.0.0.1:0"}, envOf(), &out, &errb)
 	if exitCode(err) != 1 || !strings.Contains(err.Error(), "apt-get install -y postgresql") {
 		t.Fatalf("dev without postgres: %v (exit %d)", err, exitCode(err))
+	}
+}
+
+// --batch-window: a duration, the default 1 ms, 0 turning the pause off
+// (cdc's "disabled" is negative; its zero would mean the default).
+func TestBatchWindow(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  func(string) string
+		want time.Duration // what cdc gets
+	}{
+		{nil, envOf(), time.Millisecond},
+		{[]string{"--batch-window=250us"}, envOf(), 250 * time.Microsecond},
+		{nil, envOf("PGREALTIME_BATCH_WINDOW", "0"), -1},
+	} {
+		c, err := parseConfig(cmdServe, "serve", tc.args, tc.env, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := batchWindow(c.BatchWindow); got != tc.want {
+			t.Errorf("%q: cdc BatchWindow %v, want %v", tc.args, got, tc.want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
@@ -28,6 +29,7 @@ func buildPipeline(cfg *Config, set *rules.Set, verifier *auth.Verifier, log zer
 		Sink:           b,
 		Logger:         log,
 		ResumeWALLimit: resumeWALLimit(cfg.ResumeWALMB),
+		BatchWindow:    batchWindow(cfg.BatchWindow),
 	})
 	if err != nil {
 		b.Close()
@@ -76,6 +78,14 @@ func loadDemo(ctx context.Context, url string) error {
 
 func signToken(secret string, claims map[string]any) (string, error) {
 	return auth.SignHS256([]byte(secret), claims)
+}
+
+// batchWindow converts --batch-window to cdc's setting (0: never pause).
+func batchWindow(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // resumeWALLimit converts --resume-wal-mb to cdc's limit (0 MiB: never hold
