@@ -183,7 +183,9 @@ func (c *conn) run() {
 	c.waitWriter()
 	c.s.cfg.Broker.Remove(c)
 	c.tmu.Lock()
-	c.timer.Stop()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
 	c.tmu.Unlock()
 	c.subMu.Lock()
 	metrics.Subscriptions.Sub(float64(len(c.subs)))
@@ -449,9 +451,20 @@ func (c *conn) armExpiry() {
 }
 
 func (c *conn) armLocked() {
-	due := c.nextPing
-	if exp := c.ident.Load().ExpiresAt; !exp.IsZero() && exp.Before(due) {
+	// While a ping waits for its pong, nextPing is in the past: only the
+	// expiry is due (the end of the ping re-arms for the next one).
+	var due time.Time
+	if !c.pinging {
+		due = c.nextPing
+	}
+	if exp := c.ident.Load().ExpiresAt; !exp.IsZero() && (due.IsZero() || exp.Before(due)) {
 		due = exp
+	}
+	if due.IsZero() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		return
 	}
 	if c.timer == nil {
 		c.timer = time.AfterFunc(time.Until(due), c.tick)
@@ -477,8 +490,8 @@ func (c *conn) tick() {
 	c.tmu.Lock()
 	ping := !c.pinging && !now.Before(c.nextPing)
 	c.pinging = c.pinging || ping
-	if !ping {
-		c.armLocked()
+	if !c.isDone() {
+		c.armLocked() // while pinging: for the expiry only
 	}
 	c.tmu.Unlock()
 	if !ping {

@@ -103,6 +103,20 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	// Every Write is one whole control frame (see hijackWriteBuf). A close
+	// frame — whoever started the close: coder/websocket answers a peer's
+	// close and protocol errors itself — is the last frame: no data after
+	// it, and it goes out at once (the library may close the socket right
+	// after writing it).
+	if len(p) > 0 && p[0]&0x0f == 0x8 {
+		c.noData = true
+		if c.corked {
+			if err := c.flushLocked(p); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
 	if !c.corked {
 		return c.Conn.Write(p)
 	}

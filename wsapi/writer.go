@@ -174,7 +174,7 @@ func (c *conn) serve() {
 		go c.flusher()
 		return
 	}
-	handOff := false
+	handOff, failed := false, false
 	for !c.isDone() && c.cork.buffered() < fastTurnBytes {
 		it, ok, big := c.popFast()
 		if big {
@@ -185,6 +185,7 @@ func (c *conn) serve() {
 			break
 		}
 		if !c.write(it) {
+			failed = true // dropped, or the close frame is out: no more data
 			break
 		}
 	}
@@ -192,6 +193,8 @@ func (c *conn) serve() {
 	switch {
 	case err != nil:
 		c.writeFailed(err)
+		c.abandon()
+	case failed:
 		c.abandon()
 	case !complete, handOff:
 		// The rest of the buffer (still corked) and of the queue go

@@ -5,8 +5,8 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"syscall"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
