@@ -43,7 +43,7 @@ func TestReport(t *testing.T) {
 	r.Config.Markdown = filepath.Join(dir, "b.md")
 	md := r.markdown()
 	checkReport(t, md)
-	for _, want := range []string{"0.80× **met**", "| 2b |", "**missed**", "0.97× and 1.93×", "10.0 KiB"} {
+	for _, want := range []string{"0.80× **met**", "| 2b |", "**missed**", "| 5a | write overhead", "0.97×: **met**", "| 5b |", "1.93× the trigger", "pg_recvlogical's 2.00×", "10.0 KiB"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -61,7 +61,7 @@ func TestReport(t *testing.T) {
 		}
 	}
 	r.Writes, r.WritesErr = nil, "boom | bang"
-	if md := r.markdown(); !strings.Contains(md, "| 5 | write overhead | FAILED: boom \\| bang") {
+	if md := r.markdown(); !strings.Contains(md, "| 5a | write overhead | FAILED: boom \\| bang") {
 		t.Errorf("failure not shown:\n%s", md)
 	}
 }

@@ -88,6 +88,27 @@ func (s *writeSetup) cpuCell() string {
 	return strings.Join(parts, ", ")
 }
 
+// cpuPer100k is the mean over the rounds of the consumer's whole CPU per
+// 100 000 rows (its process, its subscriber process, its backend), or -1.
+func (s *writeSetup) cpuPer100k() float64 {
+	sum, n := 0.0, 0
+	for i := range s.ConsumerCPU {
+		t, ok := 0.0, false
+		for _, v := range [][]float64{s.ConsumerCPU, s.SubscriberCPU, s.BackendCPU} {
+			if i < len(v) && v[i] >= 0 {
+				t, ok = t+v[i], true
+			}
+		}
+		if ok {
+			sum, n = sum+t, n+1
+		}
+	}
+	if n == 0 {
+		return -1
+	}
+	return sum / float64(n)
+}
+
 func (s *writeSetup) maxLagMB() float64 {
 	m := 0.0
 	for _, l := range s.LagMB {
