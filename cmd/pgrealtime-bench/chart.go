@@ -218,6 +218,21 @@ func (r *results) fanoutPlot() *plot.Plot {
 			p.Add(lb)
 		}
 	}
+	if len(f.Floor) > 0 { // the machine's floor, same steps
+		floor := slices.Clone(f.Floor)
+		slices.SortFunc(floor, func(a, b fanoutStep) int { return a.Rate - b.Rate })
+		var fxys plotter.XYs
+		for _, s := range floor {
+			fxys = append(fxys, plotter.XY{X: s.PerSec, Y: math.Max(s.Lat.P99, 1)})
+		}
+		if fl, fp, err := plotter.NewLinePoints(fxys); err == nil {
+			fl.Color, fp.Color = colRef, colRef
+			fl.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+			p.Add(fl, fp)
+			p.Legend.Add("floor p99 (bare server, one write(2) per delivery)", fl)
+			xys = append(xys, fxys...)
+		}
+	}
 	p.X.Min = 0
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
