@@ -267,19 +267,25 @@ func (p *clientProc) report(ctx context.Context) (clientsReport, error) {
 }
 
 // quit closes the child's connections and waits for it to exit.
-func (p *clientProc) quit() {
-	io.WriteString(p.in, "quit\n")
-	p.in.Close()
+func (p *clientProc) quit() { quitChild(p.cmd, p.in, p.done, 20*time.Second) }
+
+func (p *clientProc) kill() { killChild(p.cmd, p.done) }
+
+// quitChild asks a child process driven over stdin to quit and waits for
+// it (done is closed when it has exited), killing it after wait.
+func quitChild(cmd *exec.Cmd, in io.WriteCloser, done <-chan struct{}, wait time.Duration) {
+	io.WriteString(in, "quit\n")
+	in.Close()
 	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.kill()
+	case <-done:
+	case <-time.After(wait):
+		killChild(cmd, done)
 	}
 }
 
-func (p *clientProc) kill() {
-	p.cmd.Process.Kill()
-	<-p.done
+func killChild(cmd *exec.Cmd, done <-chan struct{}) {
+	cmd.Process.Kill()
+	<-done
 }
 
 // selfPath is the benchmark binary, re-executed in `clients` mode.

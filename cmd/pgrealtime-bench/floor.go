@@ -284,17 +284,5 @@ func (p *floorProc) publish(ctx context.Context, rate int, d time.Duration) (int
 func (p *floorProc) URL() string { return "ws://" + p.Addr + "/realtime" }
 func (p *floorProc) Pid() int    { return p.cmd.Process.Pid }
 
-func (p *floorProc) quit() {
-	io.WriteString(p.in, "quit\n")
-	p.in.Close()
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.kill()
-	}
-}
-
-func (p *floorProc) kill() {
-	p.cmd.Process.Kill()
-	<-p.done
-}
+func (p *floorProc) quit() { quitChild(p.cmd, p.in, p.done, 10*time.Second) }
+func (p *floorProc) kill() { killChild(p.cmd, p.done) }
