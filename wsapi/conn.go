@@ -307,6 +307,10 @@ const queueKeep = 1
 func (c *conn) pop() (item, bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
+	return c.popLocked()
+}
+
+func (c *conn) popLocked() (item, bool) {
 	if c.qhead == len(c.q) {
 		return item{}, false
 	}

@@ -148,12 +148,11 @@ func (c *conn) waitWriter() {
 // for a worker (then big is true and the item stays queued).
 func (c *conn) popFast() (it item, ok, big bool) {
 	c.qmu.Lock()
+	defer c.qmu.Unlock()
 	if c.qhead < len(c.q) && len(c.q[c.qhead].evs) > fastBatch {
-		c.qmu.Unlock()
 		return item{}, false, true
 	}
-	c.qmu.Unlock()
-	it, ok = c.pop()
+	it, ok = c.popLocked()
 	return it, ok, false
 }
 
