@@ -52,6 +52,11 @@ func TestQuickRun(t *testing.T) {
 		t.Errorf("the markdown file differs from what was printed")
 	}
 	checkReport(t, string(report))
+	// The fan-out floor ran against the same clients (a bare server the
+	// coder/websocket clients accept: handshake, frames, subscribe reply).
+	if !strings.Contains(string(report), "| 3c | fan-out floor") {
+		t.Errorf("report has no fan-out floor row (3c)")
+	}
 	f, err := os.Open(chart)
 	if err != nil {
 		t.Fatal(err)
