@@ -3,13 +3,21 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrealtime/pgrealtime/internal/pgcluster"
 )
 
 // deadPathRecovery is the issue's bound: from the moment the path to
@@ -171,4 +179,179 @@ func waitNotify(ctx context.Context, t *testing.T, c *wsClient, dbURL string) {
 			t.Fatal("a NOTIFY sent after the dead path never arrived: the NOTIFY listener did not reconnect")
 		}
 	}
+}
+
+// TestSlotHeldByAnotherProcessIsLeftAlone: a slot held by another live
+// process is never taken. Both another pgrealtime on the same slot and a
+// pg_recvlogical keep their connection; the newcomer stays not ready, says
+// who holds the slot, and streams once the holder lets go.
+func TestSlotHeldByAnotherProcessIsLeftAlone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := newServeSetup(t, `CREATE TABLE posts (id serial PRIMARY KEY, title text)`)
+
+	// Another pgrealtime streaming from the slot.
+	first := s.start(ctx, t)
+	c := dialWS(ctx, t, first.addr, adminToken(t))
+	if r, _ := c.subscribe(ctx, "1", []string{"posts.*"}, ""); r.str("type") != "subscribed" {
+		t.Fatalf("subscribe: %v", r)
+	}
+	holder := slotHolder(ctx, t, s.url, s.slot)
+	second := s.startUnready(ctx, t)
+	waitRefused(ctx, t, second, "is in use by another process", s.url, s.slot, holder)
+	execSQL(ctx, t, s.url, `INSERT INTO posts (title) VALUES ('still streaming')`)
+	if ev := c.nextEvent(ctx); recordTitle(ev) != "still streaming" {
+		t.Fatalf("event %v", ev)
+	}
+	// Once the first lets go, the second takes over.
+	first.signal(syscall.SIGTERM)
+	if code := first.wait(10 * time.Second); code != 0 {
+		t.Fatalf("first exit %d", code)
+	}
+	second.waitHTTP(ctx, "http://"+second.addr+"/readyz", 200)
+	second.signal(syscall.SIGTERM)
+	if code := second.wait(10 * time.Second); code != 0 {
+		t.Fatalf("second exit %d", code)
+	}
+
+	// pg_recvlogical streaming from the slot.
+	recv := exec.CommandContext(ctx, pgRecvlogical(t), "-d", s.url, "--slot", s.slot,
+		"--start", "--no-loop", "--fsync-interval=0", "-o", "proto_version=1", "-o", "publication_names=pgrealtime", "-f", "-")
+	recv.Env = append(os.Environ(), "PGAPPNAME=other-consumer")
+	var recvErr lockedBuffer
+	recv.Stderr = &recvErr
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	recvDone := make(chan struct{})
+	var recvExit error
+	go func() { recvExit = recv.Wait(); close(recvDone) }()
+	t.Cleanup(func() {
+		_ = recv.Process.Kill()
+		<-recvDone
+	})
+	for holder = 0; holder == 0; holder = slotHolder(ctx, t, s.url, s.slot) {
+		select {
+		case <-recvDone:
+			t.Fatalf("pg_recvlogical exited: %v: %s", recvExit, recvErr.String())
+		case <-ctx.Done():
+			t.Fatal("pg_recvlogical never took the slot")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	third := s.startUnready(ctx, t)
+	waitRefused(ctx, t, third, `application_name \"other-consumer\"`, s.url, s.slot, holder)
+	select {
+	case <-recvDone:
+		t.Fatalf("pg_recvlogical was ended (%v): %s", recvExit, recvErr.String())
+	default:
+	}
+	third.signal(syscall.SIGTERM)
+	if code := third.wait(10 * time.Second); code != 0 {
+		t.Fatalf("third exit %d", code)
+	}
+}
+
+// startUnready starts serve without waiting for it to be ready.
+func (s serveSetup) startUnready(ctx context.Context, t *testing.T) *server {
+	t.Helper()
+	addr := freeAddr(t)
+	p := startProc(t, []string{"DATABASE_URL=" + s.url, "PGREALTIME_JWT_SECRET=" + testSecret},
+		"serve", "--listen", addr, "--slot", s.slot, "--publication", s.pub, "--log-level", "debug")
+	p.waitHTTP(ctx, "http://"+addr+"/healthz", 200)
+	return &server{proc: p, addr: addr}
+}
+
+// waitReason waits until /readyz answers 503 with a reason containing want.
+func (s *server) waitReason(ctx context.Context, want string) {
+	s.t.Helper()
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/readyz", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			if resp.StatusCode == 503 && strings.Contains(string(body), want) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			s.t.Fatalf("/readyz never answered 503 with %q (last: %s)", want, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitRefused waits until srv has logged want (its refusal to take the
+// slot), failing at once if the slot's holder changes from holder; then
+// checks that /readyz says why srv is not ready.
+func waitRefused(ctx context.Context, t *testing.T, srv *server, want, dbURL, slot string, holder int) {
+	t.Helper()
+	for !strings.Contains(srv.stderr.String(), want) {
+		if got := slotHolder(ctx, t, dbURL, slot); got != holder {
+			t.Fatalf("slot holder changed from pid %d to %d: a live holder was ended or its slot taken", holder, got)
+		}
+		select {
+		case <-srv.exited:
+			t.Fatalf("pgrealtime exited before logging %q", want)
+		case <-ctx.Done():
+			t.Fatalf("pgrealtime never logged %q", want)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	srv.waitReason(ctx, "in use by another process")
+	if got := slotHolder(ctx, t, dbURL, slot); got != holder {
+		t.Fatalf("slot holder changed from pid %d to %d", holder, got)
+	}
+}
+
+// slotHolder is the pid of the process streaming from slot (0: none).
+func slotHolder(ctx context.Context, t *testing.T, dbURL, slot string) int {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var pid *int
+	if err := conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if pid == nil {
+		return 0
+	}
+	return *pid
+}
+
+// pgRecvlogical finds pg_recvlogical beside the server binaries the tests
+// use (following a symlinked initdb to its real directory).
+func pgRecvlogical(t *testing.T) string {
+	t.Helper()
+	var dirs []string
+	if dir, err := pgcluster.FindBinDir(); err == nil {
+		dirs = append(dirs, dir)
+		if real, err := filepath.EvalSymlinks(filepath.Join(dir, "initdb")); err == nil {
+			dirs = append(dirs, filepath.Dir(real))
+		}
+	}
+	for _, dir := range dirs {
+		if p := filepath.Join(dir, "pg_recvlogical"); fileExists(p) {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("pg_recvlogical"); err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("pg_recvlogical not found in %v nor on PATH", dirs)
+	}
+	t.Skipf("pg_recvlogical not found in %v nor on PATH", dirs)
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
