@@ -58,11 +58,20 @@ func newRunID() string {
 
 // replAppName is the application_name of the replication connection: the
 // configured one (or "pgrealtime"), then "/" and the run id, shortened so
-// that Postgres keeps the id whole.
+// that Postgres keeps the id whole. Bytes other than printable ASCII become
+// "_": Postgres would rewrite them (differently across versions), and the
+// name must read back exactly as sent.
 func replAppName(base, runID string) string {
 	if base == "" {
 		base = "pgrealtime"
 	}
+	b := []byte(base)
+	for i, c := range b {
+		if c < 32 || c > 126 {
+			b[i] = '_'
+		}
+	}
+	base = string(b)
 	suffix := "/" + runID
 	if len(base) > maxAppName-len(suffix) {
 		base = base[:maxAppName-len(suffix)]
