@@ -96,11 +96,13 @@ func connectTimeout(cfg *pgconn.Config) {
 // returns an error wrapping ErrSlotInUse that says who holds it, and Run
 // retries with backoff, as for any other start failure.
 //
-// Cluster mode (several nodes, one leader streaming) is not built yet. When
-// it is, the rule there is: while this node holds the leader lock, no other
-// node may stream, so a walsender holding the slot is a dead one of an
-// earlier leader (or of this node) and may be ended; without the lock,
-// never. That check replaces the run-id check below for cluster mode.
+// Cluster mode (several nodes, one leader streaming; docs/cluster.md) is
+// not built yet. There the run id does not tell a dead walsender of an
+// earlier leader from a live one, and the rule is: only while this node
+// holds the leader lock may it end a walsender holding the slot (no other
+// node may stream then, so the holder is dead); without the lock, never.
+// That check goes where the run id is compared below; without it, cluster
+// mode only waits for the holder to go.
 func (r *Reader) takeSlot(ctx context.Context, conn *pgx.Conn, ownPID uint32) error {
 	var (
 		pid *int64

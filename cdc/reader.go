@@ -751,6 +751,7 @@ func (r *Reader) finish(conn *pgx.Conn, repl *pgconn.PgConn) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	r.askReply = false // the last status asks for nothing
 	if err := r.acknowledge(ctx, conn, repl); err != nil {
 		r.log.Warn().Err(err).Msg("final acknowledgement")
 	} else if err := endCopy(repl); err != nil {
