@@ -21,7 +21,9 @@ func BenchmarkFilterMatch(b *testing.B) {
 		hits   int
 	}{
 		{"eq_text", func(i int) string { return fmt.Sprintf("user_id=eq.u%d", i) },
-			func(i int) Row { return Row{{"id", int64(i)}, {"user_id", fmt.Sprintf("u%d", i*97%subs)}, {"total", int64(5)}} }, 1},
+			func(i int) Row {
+				return Row{{"id", int64(i)}, {"user_id", fmt.Sprintf("u%d", i*97%subs)}, {"total", int64(5)}}
+			}, 1},
 		{"eq_number", func(i int) string { return fmt.Sprintf("user_id=eq.%d", i) },
 			func(i int) Row { return Row{{"id", int64(i)}, {"user_id", int64(i * 97 % subs)}, {"total", int64(5)}} }, 1},
 		{"gt", func(i int) string { return fmt.Sprintf("total=gt.%d", i) },
