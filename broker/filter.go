@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -55,8 +54,9 @@ type Filters struct {
 	// collection part, the subscription's name.
 	Text string
 	List []Filter
-	// index is the position in List of the first eq or in filter (the one
-	// brokers index subscriptions by), -1 when there is none.
+	// index is the position in List of the filter brokers index the
+	// subscription by: the first eq or in filter, else the first range
+	// filter (lt, lte, gt, gte); -1 when there is neither.
 	index int
 }
 
@@ -81,6 +81,14 @@ func ParseFilters(s string) (*Filters, error) {
 		}
 		fs.List = append(fs.List, f)
 		if rest == "" {
+			if fs.index < 0 {
+				for i := range fs.List {
+					if isRange(fs.List[i].Op) {
+						fs.index = i
+						break
+					}
+				}
+			}
 			return fs, nil
 		}
 		s = rest[1:] // skip '&'
@@ -438,7 +446,7 @@ func canonNumber[T string | []byte](dst []byte, s T) ([]byte, bool) {
 }
 
 // compareDecimal compares two canonical decimals (canonNumber output).
-func compareDecimal(a []byte, b string) int {
+func compareDecimal[A, B string | []byte](a A, b B) int {
 	an, bn := len(a) > 0 && a[0] == '-', len(b) > 0 && b[0] == '-'
 	switch {
 	case an && !bn:
@@ -451,14 +459,8 @@ func compareDecimal(a []byte, b string) int {
 	return compareMagnitude(a, b)
 }
 
-func compareMagnitude(a []byte, b string) int {
-	ai, bi := bytes.IndexByte(a, '.'), strings.IndexByte(b, '.')
-	if ai < 0 {
-		ai = len(a)
-	}
-	if bi < 0 {
-		bi = len(b)
-	}
+func compareMagnitude[A, B string | []byte](a A, b B) int {
+	ai, bi := intLen(a), intLen(b)
 	if ai != bi { // no leading zeros: the longer integer part is larger
 		if ai < bi {
 			return -1
@@ -482,6 +484,16 @@ func compareMagnitude(a []byte, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// intLen is the length of a decimal's integer part.
+func intLen[T string | []byte](s T) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			return i
+		}
+	}
+	return len(s)
 }
 
 // DataRow returns a custom event's data object as a row (top-level keys;

@@ -4,8 +4,9 @@ package broker
 // collection, or a record of it) so that matching an event costs about the
 // same whatever the number of subscribers whose filter does not match it:
 // a subscription with an eq or in filter is found by the event's value of
-// that column (one map lookup per indexed column), and only subscriptions
-// without such a filter are scanned.
+// that column (one map lookup per indexed column), one with a range filter
+// by binary search (filterrange.go), and only subscriptions with neither
+// (neq and is filters alone) are scanned.
 
 // filtered is one filtered subscription: a member and the filters of one
 // of its patterns.
@@ -18,9 +19,10 @@ type filteredSet map[filtered]struct{}
 
 // filterGroup holds the filtered subscriptions of one topic key.
 type filterGroup struct {
-	all  filteredSet            // every subscription (truncate matches them all)
-	scan filteredSet            // those without an eq or in filter
-	cols map[string]*valueIndex // by the column of their first eq or in filter
+	all    filteredSet            // every subscription (truncate matches them all)
+	scan   filteredSet            // those without an eq, in or range filter
+	cols   map[string]*valueIndex // by the column of their first eq or in filter
+	ranges map[string]*rangeIndex // the others by their first range filter
 }
 
 // valueIndex maps a column's value to the subscriptions whose eq or in
@@ -32,7 +34,7 @@ type valueIndex struct {
 }
 
 func newFilterGroup() *filterGroup {
-	return &filterGroup{all: filteredSet{}, scan: filteredSet{}, cols: map[string]*valueIndex{}}
+	return &filterGroup{all: filteredSet{}, scan: filteredSet{}, cols: map[string]*valueIndex{}, ranges: map[string]*rangeIndex{}}
 }
 
 func (g *filterGroup) empty() bool { return len(g.all) == 0 }
@@ -44,6 +46,15 @@ func (g *filterGroup) add(s filtered) {
 		return
 	}
 	f := &s.f.List[s.f.index]
+	if isRange(f.Op) {
+		ri := g.ranges[f.Column]
+		if ri == nil {
+			ri = &rangeIndex{}
+			g.ranges[f.Column] = ri
+		}
+		ri.add(f, s)
+		return
+	}
 	vi := g.cols[f.Column]
 	if vi == nil {
 		vi = &valueIndex{text: map[string]filteredSet{}, num: map[string]filteredSet{}}
@@ -64,6 +75,14 @@ func (g *filterGroup) remove(s filtered) {
 		return
 	}
 	f := &s.f.List[s.f.index]
+	if isRange(f.Op) {
+		if ri := g.ranges[f.Column]; ri != nil {
+			if ri.remove(f, s); ri.n == 0 {
+				delete(g.ranges, f.Column)
+			}
+		}
+		return
+	}
 	vi := g.cols[f.Column]
 	if vi == nil {
 		return
@@ -148,6 +167,31 @@ func (m *Memory) matchFilteredLocked(g *filterGroup, er *eventRow, seq, batch ui
 		for s := range set {
 			if s.mb.lastSeq != seq && s.f.matchRow(row) {
 				m.hitLocked(s.mb, er.ev, seq, batch)
+			}
+		}
+	}
+	for col, ri := range g.ranges {
+		v, ok := row.Get(col)
+		if !ok {
+			continue
+		}
+		var buf [64]byte
+		num, text, kind := scalar(v, buf[:0])
+		for i := range ri.num {
+			var l []rangeEntry
+			var lower, upper int
+			switch kind {
+			case kindNum:
+				l = ri.num[i]
+				lower, upper = boundNum(l, num, false), boundNum(l, num, true)
+			case kindText:
+				l = ri.text[i]
+				lower, upper = bound(l, text, compareText, false), bound(l, text, compareText, true)
+			}
+			for _, e := range passing(Op(i)+OpLt, l, lower, upper) {
+				if s := e.s; s.mb.lastSeq != seq && s.f.matchRow(row) {
+					m.hitLocked(s.mb, er.ev, seq, batch)
+				}
 			}
 		}
 	}

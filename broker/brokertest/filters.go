@@ -267,4 +267,45 @@ func runFilters(t *testing.T, newBroker NewBroker) {
 			}
 		}
 	})
+
+	t.Run("RangeFiltersAtBoundaries", func(t *testing.T) {
+		s := suite(t)
+		topics := []string{
+			"total=gt.10", "total=gte.10", "total=lt.10", "total=lte.10.0",
+			"name=gt.m", "name=lte.m", "total=gt.9&total=lt.11", "total=gte.10&name=neq.x",
+		}
+		rs := make([]*Recorder, len(topics))
+		for i, f := range topics {
+			rs[i] = s.recorder(nil, "posts?"+f)
+		}
+		extra := s.recorder(nil, "posts?total=gt.100", "posts?total=lt.0") // removed below
+		s.b.Unsubscribe(extra, pats(t, "posts?total=gt.100"))
+		for i, v := range []any{int64(9), int64(10), json.Number("10.000"), 11.5, "9", "10", "m", "n", nil, int64(101), int64(-1)} {
+			r := row("total", v, "name", v)
+			s.publish(recEvent("posts", broker.ActionUpdate, fmt.Sprint(i), r))
+		}
+		got := s.settled(append(rs, extra)...)
+		// Values: 0:9 1:10 2:10.000 3:11.5 4:"9" 5:"10" 6:"m" 7:"n" 8:null
+		// 9:101 10:-1. Numbers compare as numbers, texts as texts ("9" >
+		// "10"); a literal that is not a number never matches a number.
+		for i, want := range []string{
+			"3 4 6 7 9",       // total > 10
+			"1 2 3 4 5 6 7 9", // total >= 10
+			"0 10",            // total < 10
+			"0 1 2 5 10",      // total <= 10.0 (as text "10" < "10.0")
+			"7",               // name > m
+			"4 5 6",           // name <= m
+			"1 2",             // 9 < total < 11
+			"4 5 6 7",         // total >= 10 and name != x (numbers never != a non-number)
+			"10",              // extra's remaining pattern: total < 0
+		} {
+			var ids []string
+			for _, ev := range got[i] {
+				ids = append(ids, ev.RecordID)
+			}
+			if strings.Join(ids, " ") != want {
+				t.Errorf("%s got %q, want %q", append(topics, "extra: posts?total=lt.0")[i], strings.Join(ids, " "), want)
+			}
+		}
+	})
 }
