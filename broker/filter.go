@@ -127,7 +127,10 @@ func parseFilter(s string) (f Filter, rest string, err error) {
 		if end >= 0 {
 			opText = s[:end]
 		}
-		return f, "", fmt.Errorf(`operator %q must be followed by "." and a value, e.g. %s=eq.1`, opText, f.Column)
+		if opText == "" {
+			return f, "", fmt.Errorf(`no operator after "=": write %s=<operator>.<value>, e.g. %s=eq.1`, f.Column, f.Column)
+		}
+		return f, "", fmt.Errorf(`operator %q must be followed by "." and a value, e.g. %s=%s.1`, opText, f.Column, opText)
 	}
 	op, ok := opNames[s[:end]]
 	if !ok {

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -34,6 +35,11 @@ func TestParseFilters(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("parsed:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	// "&" inside a quoted in-list value; "=", "?" in plain values; escapes.
+	p2, err := ParsePattern(`p?title=in.("a&b","c\\d","e\"f")&t=eq.a=b?c`)
+	if err != nil || len(p2.Filters.List) != 2 || fmt.Sprint(p2.Filters.List[0].Values) != `[{a&b } {c\d } {e"f }]` || p2.Filters.List[1].Values[0].Text != "a=b?c" {
+		t.Fatalf("quoted values: %+v, %v", p2.Filters, err)
+	}
 	if p.Filters.index != 0 {
 		t.Errorf("index filter = %d, want 0 (the in filter)", p.Filters.index)
 	}
@@ -63,7 +69,10 @@ func TestParseFiltersErrors(t *testing.T) {
 		"posts?a=eq.1&":              `ends with "&"`,
 		"posts?a=eq.1&b":             `filter 2 ("b"): no "="`,
 		"posts?a=like.x":             `unknown operator "like"`,
-		"posts?a=eq":                 `operator "eq" must be followed by "."`,
+		"posts?a=eq":                 `operator "eq" must be followed by "." and a value, e.g. a=eq.1`,
+		"posts?a=":                   `no operator after "="`,
+		"posts?a=1&total=gt":         `filter 1 ("a=1"): operator "1"`,
+		"posts?a=eq.1&total=gt":      `filter 2 ("total=gt"): operator "gt" must be followed by "." and a value, e.g. total=gt.1`,
 		"posts?a=eq&b=eq.1":          `operator "eq" must be followed by "."`,
 		"posts?a=is.maybe":           `"is" takes null, true or false`,
 		"posts?a=in.paid":            `in needs a list in parentheses`,
