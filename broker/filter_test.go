@@ -211,3 +211,36 @@ func TestFilterMatchDoesNotAllocate(t *testing.T) {
 		t.Errorf("%v allocations per match, want 0", n)
 	}
 }
+
+// FuzzParsePattern: any topic either parses or is an invalid_topic error;
+// a parsed topic's canonical name parses to itself; matching never panics.
+func FuzzParsePattern(f *testing.F) {
+	for _, s := range []string{"posts", "posts.*?a=eq.1", `o?s=in.(a,"b,c")&t=gt.1e3`, "p.1?x=is.null", "p?a=in.(", `p?a=in.("\`, "p?a=lt.-0.5&b=neq."} {
+		f.Add(s)
+	}
+	events := []*Event{
+		{Kind: KindRecord, Action: ActionUpdate, Record: Row{{"a", int64(1)}, {"s", "b,c"}, {"t", json.Number("1000.5")}, {"x", nil}, {"b", 2.5}}},
+		{Kind: KindRecord, Action: ActionDelete, OldRecord: Row{{"a", "1"}}},
+		{Kind: KindCustom, Data: json.RawMessage(`{"a":1,"s":"x","t":[1],"x":null,"b":true}`)},
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePattern(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidTopic) {
+				t.Fatalf("%q: error %v does not wrap ErrInvalidTopic", s, err)
+			}
+			return
+		}
+		// ("posts" may grow past the length limit as "posts.*": the
+		// canonical name is a key, never parsed again.)
+		if q, err := ParsePattern(p.String()); len(p.String()) <= MaxPatternLen && (err != nil || q.String() != p.String()) {
+			t.Fatalf("%q: canonical %q parses to %q, %v", s, p.String(), q.String(), err)
+		}
+		if p.Filters != nil && len(p.Filters.List) > MaxFilters {
+			t.Fatalf("%q: %d filters", s, len(p.Filters.List))
+		}
+		for _, ev := range events {
+			p.Filters.Match(ev)
+		}
+	})
+}
