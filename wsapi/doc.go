@@ -66,9 +66,8 @@
 //     503. A token presented to a server without keys is refused.
 //   - POST /api/broadcast refuses unknown fields (typos such as recordId)
 //     and collections containing ".", "*", "?" or whitespace (no topic could
-//     name them); it answers 202
-//     {"accepted":true}. Without a token verifier the admin APIs answer
-//     loopback callers only.
+//     name them); it answers 202 {"accepted":true}. Without a token verifier
+//     the admin APIs answer loopback callers only.
 //   - A connection that does not answer a ping within PingInterval is
 //     dropped without a close handshake (it is dead).
 package wsapi
