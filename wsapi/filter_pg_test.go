@@ -3,9 +3,11 @@ package wsapi
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pgrealtime/pgrealtime/broker"
 	"github.com/pgrealtime/pgrealtime/wsapi/rules"
 )
 
@@ -219,5 +221,77 @@ func TestPostgresFiltersWithRules(t *testing.T) {
 	}
 	if got := strings.Join(probe.untilBarrier(), " "); got != "" {
 		t.Errorf("filters on an omitted column got %q, want nothing", got)
+	}
+}
+
+// Many connections with their own eq filter receive exactly their events
+// while other connections subscribe and unsubscribe filtered patterns
+// concurrently (the filter index changes under publishing; run with -race).
+func TestFiltersConcurrent(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *Config) { c.SubscribeRate = 1e6 }})
+	tok := adminToken(t)
+	const owners, churners, events = 20, 6, 300
+	clients := make([]*client, owners)
+	for i := range clients {
+		clients[i] = e.dial(tok)
+		clients[i].sub(fmt.Sprintf("posts?user_id=eq.u%d", i), "barrier")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for k := 0; k < churners; k++ {
+		c := e.dial(tok)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := fmt.Sprintf("posts?user_id=eq.u%d&n=gte.0", k)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				typ := "subscribe"
+				if i%2 == 1 {
+					typ = "unsubscribe"
+				}
+				c.send(msg{"type": typ, "id": "c", "topics": []string{topic}})
+				for { // events until the reply
+					m, err := c.readErr(10 * time.Second)
+					if err != nil {
+						t.Errorf("churner %d: %v", k, err)
+						return
+					}
+					if m.str("type") == "record_event" {
+						if u := recordOf(m, "record")["user_id"]; u != fmt.Sprintf("u%d", k) {
+							t.Errorf("churner %d (%s) got an event of %v", k, topic, u)
+						}
+						continue
+					}
+					if m.str("type") != typ+"d" {
+						t.Errorf("churner %d: got %v", k, m)
+						return
+					}
+					break
+				}
+			}
+		}()
+	}
+	for i := 0; i < events; i++ {
+		e.publish(rec("posts", broker.ActionCreate, fmt.Sprint(i), "user_id", fmt.Sprintf("u%d", i%owners), "n", int64(i)))
+	}
+	close(stop)
+	wg.Wait()
+	e.publish(rec("barrier", broker.ActionCreate, "1"))
+	for i, c := range clients {
+		got := c.untilBarrier()
+		if len(got) != events/owners {
+			t.Errorf("owner %d got %d events, want %d", i, len(got), events/owners)
+		}
+		for j, g := range got {
+			if want := fmt.Sprintf("create/%d", i+j*owners); g != want {
+				t.Errorf("owner %d event %d is %s, want %s", i, j, g, want)
+				break
+			}
+		}
 	}
 }
