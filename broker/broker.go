@@ -134,6 +134,9 @@ func ParsePattern(s string) (Pattern, error) {
 	if len(s) > MaxPatternLen {
 		return Pattern{}, topicErr("topic is longer than 256 bytes")
 	}
+	if strings.TrimSpace(s) != s {
+		return Pattern{}, topicErr("topic starts or ends with whitespace")
+	}
 	s, filter, hasFilter := strings.Cut(s, "?")
 	switch {
 	case s == "" && hasFilter:

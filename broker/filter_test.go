@@ -84,6 +84,9 @@ func TestParseFiltersErrors(t *testing.T) {
 		`posts?a=in.("a"b)`:          `expected "," or ")"`,
 		"posts?a b=eq.1":             `whitespace`,
 		"posts?a=eq.\x01":            `control character`,
+		"posts?a=eq.x ":              `ends with whitespace`,
+		" posts?a=eq.x":              `starts or ends with whitespace`,
+		"posts?a=eq.x\n":             `whitespace`,
 		"posts?" + nFilters(9):       "at most 8 filters",
 		"posts?a=eq.1&b=neq.2&c=x.1": `filter 3 ("c=x.1"): unknown operator "x"`,
 	} {
