@@ -10,11 +10,11 @@
 //   - Matching costs a handful of map lookups per event whatever the number
 //     of subscribers; each event is encoded once and the bytes are shared.
 //   - Column filters (Pattern.Filters) are evaluated on the event's typed
-//     values without allocating. Subscriptions are indexed by their first
-//     eq or in filter (a map from value to subscribers), else by their
-//     first range filter (sorted by bound), so subscribers whose indexed
-//     filter an event fails cost nothing; only patterns whose filters are
-//     all neq or is are scanned.
+//     values without allocating. Subscriptions are indexed by an eq or a
+//     short in filter (a map from value to subscribers), else by a range
+//     filter (sorted by bound), so subscribers whose indexed filter an
+//     event fails cost nothing; only patterns whose filters are all neq
+//     or is are scanned.
 //   - Publishing never blocks on a subscriber: Subscriber.Deliver must not
 //     block (slow subscribers drop themselves).
 //   - Subscribe with a since position replays retained events after it, then

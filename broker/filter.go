@@ -53,9 +53,33 @@ type Filters struct {
 	Text string
 	List []Filter
 	// index is the position in List of the filter brokers index the
-	// subscription by: the first eq or in filter, else the first range
-	// filter (lt, lte, gt, gte); -1 when there is neither.
+	// subscription by (indexFilter); -1 when there is none.
 	index int
+}
+
+// maxIndexedIn is the longest in-list a subscription is indexed by: each
+// value is an index entry, and a topic of 256 bytes could otherwise cost
+// a hundred of them.
+const maxIndexedIn = 16
+
+// indexFilter picks the filter to index a subscription by: the first eq,
+// else the first in with at most maxIndexedIn values, else the first
+// range filter (lt, lte, gt, gte), else the first longer in; -1 when
+// there is none (only neq and is filters: scanned).
+func indexFilter(list []Filter) int {
+	for _, pick := range []func(*Filter) bool{
+		func(f *Filter) bool { return f.Op == OpEq },
+		func(f *Filter) bool { return f.Op == OpIn && len(f.Values) <= maxIndexedIn },
+		func(f *Filter) bool { return isRange(f.Op) },
+		func(f *Filter) bool { return f.Op == OpIn },
+	} {
+		for i := range list {
+			if pick(&list[i]) {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 // ParseFilters parses the part of a topic after "?", e.g.
@@ -74,19 +98,9 @@ func ParseFilters(s string) (*Filters, error) {
 		if err != nil {
 			return nil, topicErr(fmt.Sprintf("filter %d (%q): %v", n, filterText(s), err))
 		}
-		if fs.index < 0 && (f.Op == OpEq || f.Op == OpIn) {
-			fs.index = len(fs.List)
-		}
 		fs.List = append(fs.List, f)
 		if rest == "" {
-			if fs.index < 0 {
-				for i := range fs.List {
-					if isRange(fs.List[i].Op) {
-						fs.index = i
-						break
-					}
-				}
-			}
+			fs.index = indexFilter(fs.List)
 			return fs, nil
 		}
 		s = rest[1:] // skip '&'

@@ -40,8 +40,19 @@ func TestParseFilters(t *testing.T) {
 	if err != nil || len(p2.Filters.List) != 2 || fmt.Sprint(p2.Filters.List[0].Values) != `[{a&b } {c\d } {e"f }]` || p2.Filters.List[1].Values[0].Text != "a=b?c" {
 		t.Fatalf("quoted values: %+v, %v", p2.Filters, err)
 	}
-	if p.Filters.index != 0 {
-		t.Errorf("index filter = %d, want 0 (the in filter)", p.Filters.index)
+	if p.Filters.index != 5 {
+		t.Errorf("index filter = %d, want 5 (the first eq)", p.Filters.index)
+	}
+	for filters, want := range map[string]int{
+		"a=neq.1&b=is.null":                                  -1,
+		"a=neq.1&b=gt.1&c=in.(1,2)":                          2, // a short in before a range
+		"a=gt.1&c=in.(" + strings.Repeat("1,", 16) + "2)":    0, // a long in only after a range
+		"c=in.(" + strings.Repeat("1,", 16) + "2)&a=is.null": 0,
+		"a=lt.1&b=eq.x":                                      1,
+	} {
+		if fs, err := ParseFilters(filters); err != nil || fs.index != want {
+			t.Errorf("ParseFilters(%q).index = %v, %v; want %d", filters, fs, err, want)
+		}
 	}
 
 	// Canonical names: "posts" and "posts.*" are one, filters stay as written.

@@ -3,10 +3,10 @@ package broker
 // This file indexes the filtered subscriptions of one topic key (a
 // collection, or a record of it) so that matching an event costs about the
 // same whatever the number of subscribers whose filter does not match it:
-// a subscription with an eq or in filter is found by the event's value of
-// that column (one map lookup per indexed column), one with a range filter
-// by binary search (filterrange.go), and only subscriptions with neither
-// (neq and is filters alone) are scanned.
+// a subscription is found through the filter indexFilter picks: an eq or
+// in filter by the event's value of that column (one map lookup per
+// indexed column), a range filter by binary search (filterrange.go); only
+// subscriptions with neither (neq and is filters alone) are scanned.
 
 // filtered is one filtered subscription: a member and the filters of one
 // of its patterns.
@@ -21,8 +21,8 @@ type filteredSet map[filtered]struct{}
 type filterGroup struct {
 	all    filteredSet            // every subscription (truncate matches them all)
 	scan   filteredSet            // those without an eq, in or range filter
-	cols   map[string]*valueIndex // by the column of their first eq or in filter
-	ranges map[string]*rangeIndex // the others by their first range filter
+	cols   map[string]*valueIndex // by the column of their eq or in index filter
+	ranges map[string]*rangeIndex // by the column of their range index filter
 }
 
 // valueIndex maps a column's value to the subscriptions whose eq or in
