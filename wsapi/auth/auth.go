@@ -1,18 +1,29 @@
 // Package auth verifies connection tokens (JWT: HS256 with a shared secret,
-// RS256/ES256 with public keys from a JWKS file) and turns them into an
-// Identity.
+// RS256/ES256 with public keys from a JWKS file or a JWKS URL) and turns
+// them into an Identity.
 //
 // Guarantees: a token is accepted only when its algorithm matches the key it
 // selects (HS256 → the shared secret; RS256 → an RSA key; ES256 → a P-256
-// key), its signature verifies with that key, and its exp/nbf hold (within
-// Config.Leeway). "alg: none" is never accepted. Refusals wrap
+// key), its signature verifies with that key, its exp/nbf hold (within
+// Config.Leeway), and its aud/iss are the expected ones when Config.Audience
+// or Config.Issuer is set. "alg: none" is never accepted. Refusals wrap
 // ErrInvalidToken or ErrTokenExpired and say what is wrong; each one counts
 // in metrics.TokensRejected. A Verifier is safe for concurrent use.
+//
+// Keys from a JWKS URL (keyfunc) are fetched when the Verifier is created,
+// again every Config.JWKSRefreshInterval in the background, and when a token
+// names an unknown kid (at most once per Config.JWKSUnknownKIDRefresh). A
+// token whose key is cached is verified without touching the network; one
+// with an unknown kid waits at most Config.UnknownKIDWait for the fetch it
+// started. A token signed with a key that a fetch no longer finds is
+// refused from then on, including tokens verified (and cached) before.
 package auth
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +31,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/rs/zerolog"
 
 	"github.com/pgrealtime/pgrealtime/internal/metrics"
 )
@@ -83,16 +95,43 @@ type Config struct {
 	HS256Secret []byte
 	// JWKS is the content of a JWKS file (RS256/ES256 public keys, by kid).
 	JWKS []byte
+	// JWKSURL is where a provider publishes its JWKS: https://, or
+	// http:// to a loopback host. Not together with JWKS. NewVerifier
+	// fetches it (waiting at most JWKSFetchTimeout; a failure is logged and
+	// retried, tokens are refused until a fetch succeeds), and Close stops
+	// the background refresh.
+	JWKSURL string
+	// HTTPClient fetches JWKSURL; nil: a client trusting the system's CAs.
+	HTTPClient *http.Client
+	// JWKSRefreshInterval is how often JWKSURL is fetched in the
+	// background; 0: DefaultJWKSRefreshInterval.
+	JWKSRefreshInterval time.Duration
+	// JWKSUnknownKIDRefresh is the least time between fetches caused by
+	// tokens with an unknown kid; 0: DefaultJWKSUnknownKIDRefresh.
+	JWKSUnknownKIDRefresh time.Duration
+	// JWKSFetchTimeout bounds one fetch; 0: DefaultJWKSFetchTimeout.
+	JWKSFetchTimeout time.Duration
+	// UnknownKIDWait bounds how long Verify waits for the fetch an unknown
+	// kid started; 0: DefaultUnknownKIDWait.
+	UnknownKIDWait time.Duration
+	// Audience, when not empty, requires the aud claim to name at least
+	// one of these.
+	Audience []string
+	// Issuer, when set, requires the iss claim to be exactly this.
+	Issuer string
 	// Leeway tolerated on exp/nbf.
 	Leeway time.Duration
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
+	// Logger receives JWKS fetch failures; the zero value logs nothing.
+	Logger zerolog.Logger
 }
 
 // Verifier checks tokens. It is safe for concurrent use.
 type Verifier struct {
 	cfg    Config
 	keys   *keySet
+	remote *remoteKeys // keys from Config.JWKSURL; nil without one
 	parser *jwt.Parser
 	algs   []string // accepted algorithms, sorted
 
@@ -100,31 +139,41 @@ type Verifier struct {
 	// one token (a user's tabs, a reconnect after a restart) share one
 	// *Identity — its claims, and the rules' per-identity results —
 	// instead of holding a copy each, and skip the signature check.
-	// Bounded by cacheMax; an entry is used only until the token's exp.
+	// Bounded by cacheMax; an entry is used only until the token's exp,
+	// and one verified with a key from the JWKS URL only while that key is
+	// still the one published under its kid (see cache.go).
 	mu    sync.Mutex
-	cache map[string]*Identity
+	cache map[string]*cacheEntry
 }
 
-// cacheMax bounds the verified-token cache.
-const cacheMax = 10000
-
-// NewVerifier validates cfg (a malformed JWKS is an error naming the problem).
+// NewVerifier validates cfg (a malformed JWKS is an error naming the
+// problem) and, with a JWKSURL, fetches it and starts refreshing it: call
+// Close when done.
 func NewVerifier(cfg Config) (*Verifier, error) {
 	v := &Verifier{cfg: cfg, keys: &keySet{}}
-	if len(strings.TrimSpace(string(cfg.JWKS))) > 0 {
+	hasFile := len(strings.TrimSpace(string(cfg.JWKS))) > 0
+	if hasFile && cfg.JWKSURL != "" {
+		return nil, errors.New("jwks: give either a JWKS file or a JWKS URL, not both")
+	}
+	if hasFile {
 		ks, err := parseJWKS(cfg.JWKS)
 		if err != nil {
 			return nil, err
 		}
 		v.keys = ks
 	}
+	for _, a := range cfg.Audience {
+		if strings.TrimSpace(a) == "" {
+			return nil, errors.New("audience: must not contain an empty value")
+		}
+	}
 	if len(cfg.HS256Secret) > 0 {
 		v.algs = append(v.algs, jwt.SigningMethodHS256.Alg())
 	}
-	if len(v.keys.rsa) > 0 {
+	if len(v.keys.rsa) > 0 || cfg.JWKSURL != "" {
 		v.algs = append(v.algs, jwt.SigningMethodRS256.Alg())
 	}
-	if len(v.keys.ec) > 0 {
+	if len(v.keys.ec) > 0 || cfg.JWKSURL != "" {
 		v.algs = append(v.algs, jwt.SigningMethodES256.Alg())
 	}
 	sort.Strings(v.algs)
@@ -135,8 +184,38 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Now != nil {
 		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
 	}
+	if len(cfg.Audience) > 0 {
+		opts = append(opts, jwt.WithAudience(cfg.Audience...))
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
 	v.parser = jwt.NewParser(opts...)
+	if cfg.JWKSURL != "" {
+		r, err := newRemoteKeys(cfg)
+		if err != nil {
+			return nil, err
+		}
+		v.remote = r
+	}
 	return v, nil
+}
+
+// Close stops the background refresh of the JWKS URL (a no-op without
+// one). Verify keeps working with the keys fetched so far.
+func (v *Verifier) Close() {
+	if v != nil && v.remote != nil {
+		v.remote.close()
+	}
+}
+
+// RemoteKeys is the number of keys currently cached from the JWKS URL (0
+// without one, or before a fetch succeeded).
+func (v *Verifier) RemoteKeys() int {
+	if v == nil || v.remote == nil {
+		return 0
+	}
+	return v.remote.count()
 }
 
 // Enabled reports whether any key is configured. Without keys every
@@ -154,7 +233,7 @@ func (v *Verifier) Algorithms() []string {
 }
 
 // errNotConfigured is the refusal when no key is configured.
-var errNotConfigured = fmt.Errorf("%w: token authentication is not configured: set --jwt-secret or --jwks-file", ErrInvalidToken)
+var errNotConfigured = fmt.Errorf("%w: token authentication is not configured: set --jwt-secret, --jwks-file or --jwks-url", ErrInvalidToken)
 
 // Verify checks a token and returns its identity, or an error wrapping
 // ErrInvalidToken or ErrTokenExpired with a message saying what is wrong.
@@ -183,7 +262,8 @@ func (v *Verifier) verify(token string) (*Identity, error) {
 		return id, nil
 	}
 	claims := jwt.MapClaims{}
-	tok, err := v.parser.ParseWithClaims(token, claims, v.keyFor)
+	var sel selected
+	tok, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFor(t, &sel) })
 	if err != nil {
 		return nil, v.explain(tok, err)
 	}
@@ -191,35 +271,8 @@ func (v *Verifier) verify(token string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	v.mu.Lock()
-	if v.cache == nil {
-		v.cache = make(map[string]*Identity)
-	}
-	if len(v.cache) >= cacheMax {
-		for k := range v.cache { // evict one entry, any
-			delete(v.cache, k)
-			break
-		}
-	}
-	v.cache[token] = id
-	v.mu.Unlock()
+	v.remember(token, id, &sel)
 	return id, nil
-}
-
-// cached returns the identity of a token verified before and not expired
-// since (expired: nil, and the full check says why).
-func (v *Verifier) cached(token string) *Identity {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	id := v.cache[token]
-	if id == nil {
-		return nil
-	}
-	if !id.ExpiresAt.IsZero() && !v.now().Before(id.ExpiresAt.Add(v.cfg.Leeway)) {
-		delete(v.cache, token)
-		return nil
-	}
-	return id
 }
 
 func (v *Verifier) now() time.Time {
@@ -229,11 +282,28 @@ func (v *Verifier) now() time.Time {
 	return time.Now()
 }
 
-// keyFor selects the verification key for a parsed (not yet verified) token.
-// The parser has already refused algorithms outside v.algs.
-func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
+// selected records which key from the JWKS URL verified a token, for the
+// cache.
+type selected struct {
+	remote bool             // the key came from the JWKS URL
+	kid    string           // its kid; "" when the token has none
+	key    crypto.PublicKey // the key; nil when several were tried
+}
+
+// keyFor selects the verification key for a parsed (not yet verified) token
+// and records a key from the JWKS URL in sel. The parser has already
+// refused algorithms outside v.algs.
+func (v *Verifier) keyFor(t *jwt.Token, sel *selected) (any, error) {
 	alg := t.Method.Alg()
 	kid, _ := t.Header["kid"].(string)
+	if alg != jwt.SigningMethodHS256.Alg() && v.remote != nil {
+		k, err := v.remote.key(t, kid, alg)
+		*sel = selected{remote: true, kid: kid}
+		if _, isSet := k.(jwt.VerificationKeySet); !isSet && k != nil && kid != "" {
+			sel.key = k
+		}
+		return k, err
+	}
 	switch alg {
 	case jwt.SigningMethodHS256.Alg():
 		// The secret only: never a public key's bytes (alg confusion).
@@ -293,12 +363,64 @@ func (v *Verifier) explain(tok *jwt.Token, err error) error {
 			}
 		}
 		return invalid(msg)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience) || errors.Is(err, jwt.ErrTokenInvalidIssuer) ||
+		errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && (strings.Contains(err.Error(), "aud claim is required") || strings.Contains(err.Error(), "iss claim is required")):
+		return invalid(v.claimMismatch(tok))
 	case errors.Is(err, jwt.ErrTokenInvalidClaims):
 		return invalid(strings.TrimPrefix(err.Error(), jwt.ErrTokenInvalidClaims.Error()+": "))
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		return invalid("token cannot be verified: " + err.Error())
 	}
 	return invalid(err.Error())
+}
+
+// claimMismatch says which of aud and iss is not what Config requires.
+func (v *Verifier) claimMismatch(tok *jwt.Token) string {
+	var msgs []string
+	var claims jwt.Claims = jwt.MapClaims{}
+	if tok != nil && tok.Claims != nil {
+		claims = tok.Claims
+	}
+	if len(v.cfg.Audience) > 0 {
+		aud, _ := claims.GetAudience()
+		switch {
+		case len(aud) == 0 || len(aud) == 1 && aud[0] == "":
+			msgs = append(msgs, fmt.Sprintf("token has no aud claim; this server requires the audience %s", quoteList(v.cfg.Audience)))
+		case !intersects(aud, v.cfg.Audience):
+			msgs = append(msgs, fmt.Sprintf("token audience (aud) %s is not the audience this server requires (%s)", quoteList(aud), quoteList(v.cfg.Audience)))
+		}
+	}
+	if v.cfg.Issuer != "" {
+		iss, _ := claims.GetIssuer()
+		switch {
+		case iss == "":
+			msgs = append(msgs, fmt.Sprintf("token has no iss claim; this server requires the issuer %q", v.cfg.Issuer))
+		case iss != v.cfg.Issuer:
+			msgs = append(msgs, fmt.Sprintf("token issuer (iss) %q is not the issuer this server requires (%q)", iss, v.cfg.Issuer))
+		}
+	}
+	if len(msgs) == 0 {
+		return "token audience (aud) or issuer (iss) is not the one this server requires"
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func intersects(a, b []string) bool {
+	for _, x := range a {
+		if contains(b, x) {
+			return true
+		}
+	}
+	return false
+}
+
+// quoteList renders ["a","b"] as "a" or "b".
+func quoteList(list []string) string {
+	q := make([]string, len(list))
+	for i, s := range list {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, " or ")
 }
 
 func invalid(msg string) error { return fmt.Errorf("%w: %s", ErrInvalidToken, msg) }
