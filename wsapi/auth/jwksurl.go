@@ -54,13 +54,18 @@ type remoteKeys struct {
 	log                zerolog.Logger
 }
 
-// checkJWKSURL accepts https URLs, and http URLs to a loopback host (a
+// CheckJWKSURL accepts https URLs, and http URLs to a loopback host (a
 // provider on the same machine, as in local development): keys fetched
 // over plain HTTP from elsewhere could be replaced by anyone on the path.
-func checkJWKSURL(raw string) error {
+func CheckJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.Scheme == "" {
-		return fmt.Errorf("jwks url: must be an absolute https:// URL, got %q", raw)
+	switch {
+	case err != nil || u.Scheme == "" || u.Opaque != "":
+		return fmt.Errorf("must be an absolute https:// URL, got %q", raw)
+	case !strings.EqualFold(u.Scheme, "https") && !strings.EqualFold(u.Scheme, "http"):
+		return fmt.Errorf("must be an https:// URL, got scheme %q", u.Scheme)
+	case u.Host == "":
+		return fmt.Errorf("must be an absolute https:// URL with a host, got %q", raw)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "https":
@@ -69,9 +74,9 @@ func checkJWKSURL(raw string) error {
 		if isLoopbackHost(u.Hostname()) {
 			return nil
 		}
-		return fmt.Errorf("jwks url: must be https:// (plain http:// is accepted only for localhost, 127.0.0.1 or ::1: keys fetched over plain HTTP could be replaced on the way), got %q", raw)
+		return fmt.Errorf("must be https:// (plain http:// is accepted only for localhost, 127.0.0.1 or ::1: keys fetched over plain HTTP could be replaced on the way), got %q", raw)
 	}
-	return fmt.Errorf("jwks url: must be an https:// URL, got scheme %q", u.Scheme)
+	return fmt.Errorf("must be an https:// URL, got scheme %q", u.Scheme)
 }
 
 func isLoopbackHost(h string) bool {
@@ -87,8 +92,8 @@ func isLoopbackHost(h string) bool {
 // logged, not returned: the keys are fetched again on the interval and on
 // the next token with a kid, and tokens are refused until then.
 func newRemoteKeys(cfg Config) (*remoteKeys, error) {
-	if err := checkJWKSURL(cfg.JWKSURL); err != nil {
-		return nil, err
+	if err := CheckJWKSURL(cfg.JWKSURL); err != nil {
+		return nil, fmt.Errorf("jwks url: %w", err)
 	}
 	for _, d := range []struct {
 		name string

@@ -303,7 +303,7 @@ func TestJWKSURLConfigErrors(t *testing.T) {
 		}
 	}
 	for _, ok := range []string{"http://127.0.0.1:1/jwks.json", "http://localhost:1/jwks", "http://[::1]:1/jwks"} {
-		if err := checkJWKSURL(ok); err != nil {
+		if err := CheckJWKSURL(ok); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
