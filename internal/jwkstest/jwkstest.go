@@ -54,13 +54,24 @@ func KeyFromRSA(kid string, k *rsa.PrivateKey) *Key { return &Key{Kid: kid, rsa:
 // kid (when not empty).
 func (k *Key) Sign(t testing.TB, claims jwt.MapClaims) string {
 	t.Helper()
+	var kid any
+	if k.Kid != "" {
+		kid = k.Kid
+	}
+	return k.SignKid(t, kid, claims)
+}
+
+// SignKid signs with k but puts kid in the header as it is (nil: no kid
+// header), for tokens with an odd kid.
+func (k *Key) SignKid(t testing.TB, kid any, claims jwt.MapClaims) string {
+	t.Helper()
 	method, key := jwt.SigningMethod(jwt.SigningMethodES256), any(k.ec)
 	if k.rsa != nil {
 		method, key = jwt.SigningMethodRS256, k.rsa
 	}
 	tok := jwt.NewWithClaims(method, claims)
-	if k.Kid != "" {
-		tok.Header["kid"] = k.Kid
+	if kid != nil {
+		tok.Header["kid"] = kid
 	}
 	s, err := tok.SignedString(key)
 	if err != nil {

@@ -185,7 +185,9 @@ func (r *remoteKeys) key(t *jwt.Token, kid, alg string) (any, error) {
 		return r.keySet(t, alg)
 	}
 	if r.current(kid) != nil {
-		return r.lookup(t, kid, alg)
+		// Cached: no fetch, unless a refresh removed it just now; then
+		// the fetch keyfunc starts is bounded by r.wait as well.
+		return r.lookup(t, kid, alg, r.wait)
 	}
 	type result struct {
 		key any
@@ -195,7 +197,7 @@ func (r *remoteKeys) key(t *jwt.Token, kid, alg string) (any, error) {
 	// The lookup may outlive this call: give it its own copy of the token.
 	tc := &jwt.Token{Header: maps.Clone(t.Header), Method: t.Method}
 	go func() {
-		k, err := r.lookup(tc, kid, alg)
+		k, err := r.lookup(tc, kid, alg, r.fetchTimeout)
 		done <- result{k, err}
 	}()
 	timer := time.NewTimer(r.wait)
@@ -208,10 +210,10 @@ func (r *remoteKeys) key(t *jwt.Token, kid, alg string) (any, error) {
 	}
 }
 
-// lookup runs keyfunc for t, which fetches the key set again when kid is
-// unknown and the unknown-kid limiter allows.
-func (r *remoteKeys) lookup(t *jwt.Token, kid, alg string) (any, error) {
-	ctx, cancel := context.WithTimeout(r.ctx, r.fetchTimeout)
+// lookup runs keyfunc for t, which fetches the key set again (within
+// timeout) when kid is unknown and the unknown-kid limiter allows.
+func (r *remoteKeys) lookup(t *jwt.Token, kid, alg string, timeout time.Duration) (any, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
 	defer cancel()
 	k, err := r.kf.KeyfuncCtx(ctx)(t)
 	if err != nil {
@@ -221,7 +223,7 @@ func (r *remoteKeys) lookup(t *jwt.Token, kid, alg string) (any, error) {
 		case r.current(kid) == nil:
 			// Not found after a fetch, or no fetch allowed yet (the
 			// limiter's refusal is not an ErrKeyNotFound).
-			return nil, &keyError{fmt.Sprintf("unknown key id (kid) %q: not in the key set published at the JWKS URL", kid)}
+			return nil, &keyError{fmt.Sprintf("unknown key id (kid) %q: not among the keys fetched from the JWKS URL", kid)}
 		case strings.Contains(err.Error(), `"alg" parameter value`):
 			return nil, &keyError{fmt.Sprintf("token is signed with %s but key %q is published for another algorithm", alg, kid)}
 		}
@@ -236,7 +238,11 @@ func (r *remoteKeys) lookup(t *jwt.Token, kid, alg string) (any, error) {
 // keySet is every cached key fit for alg, for a token without kid (jwt
 // tries each).
 func (r *remoteKeys) keySet(t *jwt.Token, alg string) (any, error) {
-	all, err := r.kf.KeyfuncCtx(r.ctx)(t) // no kid: reads the cache only
+	// Without a kid header keyfunc reads the cache only; an empty or
+	// non-string kid would make it look the kid up (and fetch): drop it.
+	tc := &jwt.Token{Header: maps.Clone(t.Header), Method: t.Method}
+	delete(tc.Header, "kid")
+	all, err := r.kf.KeyfuncCtx(r.ctx)(tc)
 	if err != nil {
 		return nil, &keyError{fmt.Sprintf("cannot read the keys from the JWKS URL: %v", err)}
 	}

@@ -81,7 +81,7 @@ func TestJWKSURLRotation(t *testing.T) {
 	if again, err := v.Verify(tokA); err != nil || again != idA {
 		t.Fatalf("second Verify of the same token: %p %v, want the cached %p", again, err, idA)
 	}
-	expectRefused(t, v, tokB, `unknown key id (kid) "b": not in the key set published at the JWKS URL`)
+	expectRefused(t, v, tokB, `unknown key id (kid) "b": not among the keys fetched from the JWKS URL`)
 	if srv.Fetches() != 2 {
 		t.Fatalf("%d fetches; the unknown kid should have caused one", srv.Fetches())
 	}
@@ -170,6 +170,16 @@ func TestJWKSURLHangingServer(t *testing.T) {
 		}
 		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("Verify of a cached key took %v while the JWKS server hangs", d)
+		}
+	}
+	// Odd kid headers are not unknown kids: no fetch, no wait.
+	for _, kid := range []any{"", 42} {
+		start := time.Now()
+		if _, err := v.Verify(a.SignKid(t, kid, claimsFor("odd"))); err != nil {
+			t.Fatalf("kid %#v: %v", kid, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Verify with kid %#v took %v while the JWKS server hangs", kid, d)
 		}
 	}
 	srv.Unhang()
