@@ -50,7 +50,7 @@ func TestServeWithJWKSURL(t *testing.T) {
 	}
 	tok := key.Sign(t, claims("realtime"))
 	status, body := upgrade(ctx, t, addr, tok)
-	if status != http.StatusUnauthorized || body["error"] != "invalid_token" || !strings.Contains(body["message"].(string), "no keys could be fetched from the JWKS URL yet") {
+	if status != http.StatusUnauthorized || body["error"] != "invalid_token" || !strings.Contains(body["message"].(string), "no keys loaded from the JWKS URL") {
 		t.Fatalf("while the provider is down: %d %v", status, body)
 	}
 

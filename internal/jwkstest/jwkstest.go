@@ -162,6 +162,13 @@ func (s *Server) SetKeys(keys ...*Key) {
 	s.mu.Unlock()
 }
 
+// SetBody publishes raw bytes instead of a key set.
+func (s *Server) SetBody(raw []byte) {
+	s.mu.Lock()
+	s.body = raw
+	s.mu.Unlock()
+}
+
 // SetStatus makes the server answer every request with this HTTP status
 // (0: serve the JWKS again).
 func (s *Server) SetStatus(code int) {

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -32,6 +33,8 @@ const (
 	DefaultJWKSUnknownKIDRefresh = 30 * time.Second
 	// DefaultJWKSFetchTimeout bounds one fetch, the first one included.
 	DefaultJWKSFetchTimeout = 10 * time.Second
+	// maxJWKSBytes bounds a JWKS response (real ones are a few KiB).
+	maxJWKSBytes = 1 << 20
 	// DefaultUnknownKIDWait is the longest a Verify waits for the fetch
 	// that its unknown kid started; the fetch goes on in the background.
 	DefaultUnknownKIDWait = time.Second
@@ -110,10 +113,12 @@ func newRemoteKeys(cfg Config) (*remoteKeys, error) {
 		log:          cfg.Logger.With().Str("component", "auth").Str("jwks_url", cfg.JWKSURL).Logger(),
 	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
-	client := cfg.HTTPClient
-	if client == nil {
-		client = &http.Client{Timeout: r.fetchTimeout}
+	client := &http.Client{Timeout: r.fetchTimeout}
+	if cfg.HTTPClient != nil {
+		c := *cfg.HTTPClient
+		client = &c
 	}
+	client.Transport = limitedTransport{base: client.Transport}
 	onError := func(_ context.Context, err error) {
 		r.log.Error().Err(err).Msg("fetching the JWKS failed; keeping the keys fetched before (if any)")
 	}
@@ -219,7 +224,7 @@ func (r *remoteKeys) lookup(t *jwt.Token, kid, alg string, timeout time.Duration
 	if err != nil {
 		switch {
 		case r.current(kid) == nil && r.count() == 0:
-			return nil, &keyError{fmt.Sprintf("unknown key id (kid) %q: no keys could be fetched from the JWKS URL yet (the server log says why); try again shortly", kid)}
+			return nil, &keyError{fmt.Sprintf("unknown key id (kid) %q: no keys loaded from the JWKS URL (not fetched yet, or it publishes none; the server log says why); try again shortly", kid)}
 		case r.current(kid) == nil:
 			// Not found after a fetch, or no fetch allowed yet (the
 			// limiter's refusal is not an ErrKeyNotFound).
@@ -284,3 +289,36 @@ func usable(k any, alg, name string) error {
 }
 
 func (r *remoteKeys) close() { r.stop() }
+
+// limitedTransport ends a response body after maxJWKSBytes with an error,
+// so that a provider answering with an endless body cannot exhaust memory.
+type limitedTransport struct{ base http.RoundTripper }
+
+func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(req)
+	if err == nil {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxJWKSBytes}
+	}
+	return resp, err
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("the JWKS response is larger than %d bytes", maxJWKSBytes)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}

@@ -200,7 +200,7 @@ func TestJWKSURLUnavailableAtStart(t *testing.T) {
 		t.Fatalf("RemoteKeys %d, Enabled %v", v.RemoteKeys(), v.Enabled())
 	}
 	tok := a.Sign(t, claimsFor("ann"))
-	expectRefused(t, v, tok, `unknown key id (kid) "a": no keys could be fetched from the JWKS URL yet`)
+	expectRefused(t, v, tok, `unknown key id (kid) "a": no keys loaded from the JWKS URL`)
 	srv.SetStatus(0)
 	if _, err := v.Verify(tok); err != nil {
 		t.Fatalf("after the JWKS URL recovered: %v", err)
@@ -222,7 +222,7 @@ func TestJWKSURLUnavailableAtStart(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("NewVerifier took %v on a refused connection", d)
 	}
-	expectRefused(t, v2, tok, "no keys could be fetched")
+	expectRefused(t, v2, tok, "no keys loaded from the JWKS URL")
 }
 
 // Keys of both types, a token without kid, a key of the wrong type, and the
@@ -331,5 +331,22 @@ func TestJWKSURLClose(t *testing.T) {
 	<-ctx.Done()
 	if srv.Fetches() > n+1 { // one may have been in flight
 		t.Fatalf("%d fetches after Close", srv.Fetches()-n)
+	}
+}
+
+// A JWKS response past the size bound fails the fetch (the keys fetched
+// before stay) instead of being read into memory whole.
+func TestJWKSURLResponseTooLarge(t *testing.T) {
+	a := jwkstest.NewECKey("a")
+	srv := jwkstest.NewServer(t, a)
+	v := remoteVerifier(t, srv, Config{JWKSRefreshInterval: time.Hour, JWKSUnknownKIDRefresh: time.Millisecond})
+	// Valid JSON with no keys: read whole, it would empty the key set.
+	srv.SetBody([]byte(`{"keys":[],"padding":"` + strings.Repeat("x", 2<<20) + `"}`))
+	expectRefused(t, v, jwkstest.NewECKey("b").Sign(t, claimsFor("b")), `unknown key id (kid) "b"`)
+	if srv.Fetches() != 2 {
+		t.Fatalf("%d fetches, want 2", srv.Fetches())
+	}
+	if _, err := v.Verify(a.Sign(t, claimsFor("ann"))); err != nil {
+		t.Fatalf("key fetched before the oversized response: %v", err)
 	}
 }
