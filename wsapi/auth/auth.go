@@ -153,8 +153,10 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// Close stops the background refresh of the JWKS URL (a no-op without
-// one). Verify keeps working with the keys fetched so far.
+// Close stops the background refresh of the JWKS URL and cancels a fetch
+// in flight (a no-op without one); it returns once the fetches started by
+// unknown kids have ended. Verify keeps working with the keys fetched so
+// far.
 func (v *Verifier) Close() {
 	if v != nil && v.remote != nil {
 		v.remote.close()

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -55,6 +56,7 @@ type remoteKeys struct {
 	// long the Verify that started it waits for it.
 	fetchTimeout, wait time.Duration
 	log                zerolog.Logger
+	lookups            sync.WaitGroup // lookups that outlive their Verify
 }
 
 // CheckJWKSURL accepts https URLs, and http URLs to a loopback host (a
@@ -120,6 +122,9 @@ func newRemoteKeys(cfg Config) (*remoteKeys, error) {
 	}
 	client.Transport = limitedTransport{base: client.Transport}
 	onError := func(_ context.Context, err error) {
+		if r.ctx.Err() != nil {
+			return // closed: the fetch was cancelled
+		}
 		r.log.Error().Err(err).Msg("fetching the JWKS failed; keeping the keys fetched before (if any)")
 	}
 	store, err := jwkset.NewStorageFromHTTP(cfg.JWKSURL, jwkset.HTTPClientStorageOptions{
@@ -201,7 +206,9 @@ func (r *remoteKeys) key(t *jwt.Token, kid, alg string) (any, error) {
 	done := make(chan result, 1)
 	// The lookup may outlive this call: give it its own copy of the token.
 	tc := &jwt.Token{Header: maps.Clone(t.Header), Method: t.Method}
+	r.lookups.Add(1)
 	go func() {
+		defer r.lookups.Done()
 		k, err := r.lookup(tc, kid, alg, r.fetchTimeout)
 		done <- result{k, err}
 	}()
@@ -288,7 +295,12 @@ func usable(k any, alg, name string) error {
 	return nil
 }
 
-func (r *remoteKeys) close() { r.stop() }
+// close cancels the background refresh and any fetch in flight, and waits
+// for the lookups that outlived their Verify.
+func (r *remoteKeys) close() {
+	r.stop()
+	r.lookups.Wait()
+}
 
 // limitedTransport ends a response body after maxJWKSBytes with an error,
 // so that a provider answering with an endless body cannot exhaust memory.
