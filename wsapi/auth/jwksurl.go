@@ -47,7 +47,6 @@ const (
 // most once per unknown-kid interval). Lookups of cached keys never touch
 // the network; a lookup that has to fetch waits at most wait.
 type remoteKeys struct {
-	url   string
 	store jwkset.Storage // the cached keys; reads never fetch
 	kf    keyfunc.Keyfunc
 	ctx   context.Context
@@ -72,16 +71,10 @@ func CheckJWKSURL(raw string) error {
 	case u.Host == "":
 		return fmt.Errorf("must be an absolute https:// URL with a host, got %q", raw)
 	}
-	switch strings.ToLower(u.Scheme) {
-	case "https":
+	if strings.EqualFold(u.Scheme, "https") || isLoopbackHost(u.Hostname()) {
 		return nil
-	case "http":
-		if isLoopbackHost(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("must be https:// (plain http:// is accepted only for localhost, 127.0.0.1 or ::1: keys fetched over plain HTTP could be replaced on the way), got %q", raw)
 	}
-	return fmt.Errorf("must be an https:// URL, got scheme %q", u.Scheme)
+	return fmt.Errorf("must be https:// (plain http:// is accepted only for localhost, 127.0.0.1 or ::1: keys fetched over plain HTTP could be replaced on the way), got %q", raw)
 }
 
 func isLoopbackHost(h string) bool {
@@ -109,7 +102,6 @@ func newRemoteKeys(cfg Config) (*remoteKeys, error) {
 		}
 	}
 	r := &remoteKeys{
-		url:          cfg.JWKSURL,
 		fetchTimeout: orDefault(cfg.JWKSFetchTimeout, DefaultJWKSFetchTimeout),
 		wait:         orDefault(cfg.UnknownKIDWait, DefaultUnknownKIDWait),
 		log:          cfg.Logger.With().Str("component", "auth").Str("jwks_url", cfg.JWKSURL).Logger(),
