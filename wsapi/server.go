@@ -265,7 +265,7 @@ func tokenFrom(r *http.Request) string {
 func (s *Server) verify(token string) (*auth.Identity, error) {
 	if !s.cfg.Verifier.Enabled() {
 		metrics.TokensRejected.WithLabelValues("invalid").Inc()
-		return nil, fmt.Errorf("%w: token authentication is not configured: set --jwt-secret or --jwks-file", auth.ErrInvalidToken)
+		return nil, fmt.Errorf("%w: token authentication is not configured: set --jwt-secret, --jwks-file or --jwks-url", auth.ErrInvalidToken)
 	}
 	id, err := s.cfg.Verifier.Verify(token)
 	if err != nil {

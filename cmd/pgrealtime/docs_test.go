@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -106,7 +107,7 @@ func TestComposeUsesRealSettings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := compileAccess(cfg, rc); err != nil {
+			if _, _, err := compileAccess(cfg, rc, zerolog.Nop()); err != nil {
 				t.Fatalf("%s: %v", src, err)
 			}
 			cfg.ConfigFile = ""
