@@ -1,28 +1,45 @@
 // Package brokertest is the contract every broker.Broker implementation must
 // pass: call Run from the implementation's tests.
+//
+// The suite holds for asynchronous implementations too (events handed to
+// Deliver later, from another goroutine): it never waits for a while to see
+// whether something arrives. Before checking what did or did not arrive it
+// waits on a barrier (Barrier): a sentinel event that the subscribers under
+// test also match, published after everything else, and awaited at each of
+// them. What it assumes of an implementation is that each subscriber
+// receives what is published to it in the order of the Publish,
+// PublishLive and Subscribe calls that produced it, so that whatever
+// arrives before the sentinel, however late, is seen, and fails the check
+// when it should not have arrived.
 package brokertest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgrealtime/pgrealtime/broker"
 )
 
-// Recorder is a broker.Subscriber that records what it receives.
+// Recorder is a broker.Subscriber that records what it receives, except the
+// sentinel events of Barrier.
 type Recorder struct {
-	mu     sync.Mutex
-	events []*broker.Event
-	units  []int // events per Deliver/DeliverBatch call, in order
-	cond   chan struct{}
+	mu        sync.Mutex
+	events    []*broker.Event
+	units     []int // events per Deliver/DeliverBatch call, in order
+	sentinels map[string]bool
+	cond      chan struct{}
 }
 
 // NewRecorder returns an empty Recorder.
-func NewRecorder() *Recorder { return &Recorder{cond: make(chan struct{})} }
+func NewRecorder() *Recorder {
+	return &Recorder{cond: make(chan struct{}), sentinels: map[string]bool{}}
+}
 
 // Deliver implements broker.Subscriber.
 func (r *Recorder) Deliver(ev *broker.Event) { r.add(ev) }
@@ -39,8 +56,18 @@ func (r *Recorder) DeliverBatch(evs []*broker.Event) { r.add(evs...) }
 
 func (r *Recorder) add(evs ...*broker.Event) {
 	r.mu.Lock()
-	r.events = append(r.events, evs...)
-	r.units = append(r.units, len(evs))
+	n := 0
+	for _, ev := range evs {
+		if ev.Collection == SentinelCollection {
+			r.sentinels[ev.RecordID] = true
+			continue
+		}
+		r.events = append(r.events, ev)
+		n++
+	}
+	if n > 0 {
+		r.units = append(r.units, n)
+	}
 	close(r.cond)
 	r.cond = make(chan struct{})
 	r.mu.Unlock()
@@ -72,6 +99,55 @@ func (r *Recorder) WaitN(t testing.TB, n int) []*broker.Event {
 		case <-deadline:
 			t.Fatalf("timed out waiting for %d events, have %d", n, got)
 		}
+	}
+}
+
+// waitSentinel waits until the sentinel id was received, or fails the test.
+func (r *Recorder) waitSentinel(t testing.TB, id string, deadline <-chan time.Time) {
+	t.Helper()
+	for {
+		r.mu.Lock()
+		seen, ch := r.sentinels[id], r.cond
+		r.mu.Unlock()
+		if seen {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for the barrier's sentinel event %s", id)
+		}
+	}
+}
+
+// SentinelCollection is the collection of Barrier's sentinel events.
+const SentinelCollection = "brokertest_barrier"
+
+var barrierSeq atomic.Uint64
+
+// Barrier returns once every event published to b before it was called
+// has reached each of rs (as far as it is going to): it subscribes each of
+// rs to SentinelCollection, publishes one live sentinel event there and
+// waits until each of rs has it. Recorders do not record sentinels. It
+// fails the test when a sentinel does not arrive within 10 s.
+func Barrier(t testing.TB, b broker.Broker, rs ...*Recorder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sentinel := []broker.Pattern{{Collection: SentinelCollection}}
+	for _, r := range rs {
+		if _, err := b.Subscribe(ctx, r, sentinel, nil); err != nil {
+			t.Fatalf("barrier: subscribe to %s: %v", SentinelCollection, err)
+		}
+	}
+	id := strconv.FormatUint(barrierSeq.Add(1), 10)
+	ev := &broker.Event{Kind: broker.KindCustom, Collection: SentinelCollection, Name: "barrier", RecordID: id, Timestamp: time.Now().UTC()}
+	if err := b.PublishLive(ctx, ev); err != nil {
+		t.Fatalf("barrier: publish the sentinel: %v", err)
+	}
+	deadline := time.After(10 * time.Second)
+	for _, r := range rs {
+		r.waitSentinel(t, id, deadline)
 	}
 }
 
@@ -160,18 +236,34 @@ func Run(t *testing.T, newBroker NewBroker) {
 			t.Fatalf("publish: %v", err)
 		}
 	}
+	// homes knows, for each Recorder subscribed through subscribe, its
+	// test and broker, for settle.
+	type home struct {
+		t *testing.T
+		b broker.Broker
+	}
+	var homes sync.Map // *Recorder → home
 	subscribe := func(t *testing.T, b broker.Broker, r broker.Subscriber, since *broker.Position, topics ...string) broker.Position {
 		t.Helper()
+		if rec, ok := r.(*Recorder); ok {
+			homes.Store(rec, home{t, b})
+		}
 		pos, err := b.Subscribe(ctx(t), r, pats(t, topics...), since)
 		if err != nil {
 			t.Fatalf("subscribe %v: %v", topics, err)
 		}
 		return pos
 	}
-	// settle gives an asynchronous implementation time to deliver, then
-	// returns what r has.
+	// settle waits on a barrier (every event published so far has reached
+	// r) and returns what r has. r must have been subscribed through
+	// subscribe, to the broker under test.
 	settle := func(r *Recorder) []*broker.Event {
-		time.Sleep(50 * time.Millisecond)
+		h, ok := homes.Load(r)
+		if !ok {
+			panic("brokertest: settle of a Recorder never subscribed through subscribe; call Barrier")
+		}
+		h.(home).t.Helper()
+		Barrier(h.(home).t, h.(home).b, r)
 		return r.Events()
 	}
 
@@ -423,7 +515,8 @@ func Run(t *testing.T, newBroker NewBroker) {
 			t.Fatalf("err = %v, want ErrHistoryUnavailable", err)
 		}
 		publish(t, b, Tx(10000, "posts/create/y"))
-		if got := settle(r); len(got) != 0 {
+		Barrier(t, b, r)
+		if got := r.Events(); len(got) != 0 {
 			t.Fatalf("failed subscribe still subscribed: got %v", ids(got))
 		}
 		// The position just before the oldest retained event is still fine.
