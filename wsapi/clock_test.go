@@ -72,10 +72,11 @@ func (c *fakeClock) counts() (fired, resets int) {
 }
 
 type fakeTimer struct {
-	c     *fakeClock
-	f     func()
-	at    time.Time
-	armed bool
+	c       *fakeClock
+	f       func()
+	at      time.Time
+	armed   bool
+	touches int // Reset and Stop calls
 }
 
 func (t *fakeTimer) Reset(d time.Duration) bool {
@@ -84,6 +85,7 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 	was := t.armed
 	t.at, t.armed = t.c.now.Add(d), true
 	t.c.resets++
+	t.touches++
 	t.c.fireLocked()
 	return was
 }
@@ -93,15 +95,17 @@ func (t *fakeTimer) Stop() bool {
 	defer t.c.mu.Unlock()
 	was := t.armed
 	t.armed = false
+	t.touches++
 	return was
 }
 
-// due reports when t fires next (zero when it is not armed).
-func (t *fakeTimer) due() time.Time {
+// state reports when t fires next (zero when it is not armed) and how
+// many times it was reset or stopped.
+func (t *fakeTimer) state() (due time.Time, touches int) {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
-	if !t.armed {
-		return time.Time{}
+	if t.armed {
+		due = t.at
 	}
-	return t.at
+	return due, t.touches
 }

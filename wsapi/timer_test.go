@@ -41,12 +41,19 @@ func (c *conn) isPinging() bool {
 // timerDue is when the connection's (fake) timer fires next; zero when it
 // is not armed.
 func (c *conn) timerDue() time.Time {
+	due, _ := c.timerState()
+	return due
+}
+
+// timerState is timerDue and how many times the timer was reset or
+// stopped.
+func (c *conn) timerState() (time.Time, int) {
 	c.tmu.Lock()
 	defer c.tmu.Unlock()
 	if ft, ok := c.timer.(*fakeTimer); ok {
-		return ft.due()
+		return ft.state()
 	}
-	return time.Time{}
+	return time.Time{}, 0
 }
 
 // expiresAt is the expiry of tok.
@@ -69,17 +76,23 @@ func TestAuthDuringPingDoesNotSpin(t *testing.T) {
 	cl := e.dial(adminToken(t)) // reads nothing more: the ping waits for its pong
 	c := e.connOf(cl)
 	fc.Advance(ping)
+	// tick sets pinging and re-arms the timer in one critical section:
+	// once pinging, the timer is left alone until the auth message.
 	e.waitFor("the ping", c.isPinging)
 	fired, _ := fc.counts()
+	_, touched := c.timerState()
 	tok := token(t, "root", "admin", 2*time.Hour)
 	exp := expiresAt(t, e, tok)
 	cl.send(msg{"type": "auth", "token": tok})
-	e.waitFor("the timer to be re-armed for the new expiry, or to fire", func() bool {
-		f, _ := fc.counts()
-		return c.timerDue().Equal(exp) || f > fired
+	e.waitFor("the auth message to re-arm or stop the timer", func() bool {
+		_, n := c.timerState()
+		return n > touched
 	})
 	if f, _ := fc.counts(); f != fired {
 		t.Fatalf("the timer fired %d times after an auth message during a ping, with nothing due: it spins", f-fired)
+	}
+	if due := c.timerDue(); !due.Equal(exp) {
+		t.Fatalf("after the auth message the timer is due at %v, want the new token's expiry %v", due, exp)
 	}
 	if !c.isPinging() {
 		t.Fatal("the ping no longer waits for its pong")
