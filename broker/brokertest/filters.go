@@ -11,11 +11,6 @@ import (
 	"github.com/pgrealtime/pgrealtime/broker"
 )
 
-// barrierColl is the collection of the sentinel events the filter tests
-// publish after the events under test: events arrive in commit order, so
-// once a recorder has the sentinel it has everything published before it.
-const barrierColl = "zz_barrier"
-
 // filterSuite holds the helpers of the column-filter contract tests.
 type filterSuite struct {
 	t   *testing.T
@@ -29,11 +24,11 @@ func (s *filterSuite) ctx() context.Context {
 	return c
 }
 
-// recorder returns a Recorder subscribed to topics (and the barrier).
+// recorder returns a Recorder subscribed to topics.
 func (s *filterSuite) recorder(since *broker.Position, topics ...string) *Recorder {
 	s.t.Helper()
 	r := NewRecorder()
-	s.subscribe(r, since, append(topics, barrierColl)...)
+	s.subscribe(r, since, topics...)
 	return r
 }
 
@@ -60,37 +55,13 @@ func (s *filterSuite) publish(evs ...*broker.Event) broker.Position {
 	return tx.Events[len(tx.Events)-1].Position
 }
 
-// settled publishes a sentinel, waits until every recorder has it, and
-// returns what each received before it (sentinels left out).
+// settled waits on a Barrier and returns what each recorder received.
 func (s *filterSuite) settled(rs ...*Recorder) [][]*broker.Event {
 	s.t.Helper()
-	pos := s.publish(&broker.Event{Kind: broker.KindRecord, Collection: barrierColl, Action: broker.ActionCreate})
+	Barrier(s.t, s.b, rs...)
 	out := make([][]*broker.Event, len(rs))
-	deadline := time.After(10 * time.Second)
 	for i, r := range rs {
-		for {
-			r.mu.Lock()
-			var got []*broker.Event
-			done := false
-			for _, ev := range r.events {
-				if ev.Collection == barrierColl {
-					done = done || ev.Position == pos
-					continue
-				}
-				got = append(got, ev)
-			}
-			ch := r.cond
-			r.mu.Unlock()
-			if done {
-				out[i] = got
-				break
-			}
-			select {
-			case <-ch:
-			case <-deadline:
-				s.t.Fatalf("recorder %d: timed out waiting for the barrier event %s", i, pos)
-			}
-		}
+		out[i] = r.Events()
 	}
 	return out
 }
