@@ -104,6 +104,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	sinceWait time.Duration // SinceWait; shorter in tests
+	clock     clock         // of the connections' ping and expiry timers; fake in tests
 	writers   writePool
 
 	count   atomic.Int64 // admitted connections, for MaxConnections
@@ -154,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 		conns:   make(map[*conn]struct{}),
 
 		sinceWait: SinceWait,
+		clock:     systemClock{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realtime", s.serveRealtime)

@@ -360,15 +360,6 @@ var options = []option{
 		}},
 }
 
-func lookupOption(name string) *option {
-	for i := range options {
-		if options[i].name == name {
-			return &options[i]
-		}
-	}
-	return nil
-}
-
 // parseConfig parses args (after the subcommand name) and the environment for
 // subcommand cmd. It returns flag.ErrHelp after printing usage for -h.
 func parseConfig(cmd command, cmdName string, args []string, getenv func(string) string, usageOut io.Writer) (*Config, error) {
