@@ -269,7 +269,8 @@ func (r *Reader) Run(ctx context.Context) error {
 			return err
 		}
 		r.setReady(false, "replication stream disconnected: "+err.Error())
-		if errors.Is(err, ErrDeadPath) {
+		if errors.Is(err, ErrDeadPath) || pgconn.Timeout(err) {
+			// The listener's idle connection is on the same path.
 			r.restartListener(err)
 		}
 		if time.Since(started) > 30*time.Second {
