@@ -4,9 +4,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
 import { createClient } from '../dist/index.js';
-import { setup, token, jwt, waitFor, collector, expectSequence } from './harness.mjs';
+import { setup, token, jwt, waitFor, collector, jsRoot } from './harness.mjs';
+
+const execFileP = promisify(execFile);
 
 const secret = randomBytes(24).toString('hex');
 const admin = token(secret);
@@ -166,5 +173,39 @@ test('session', { timeout: 600_000 }, async (t) => {
       await sleep(1500);
       assert.equal(tap.sockets.length, 1, 'not retried');
     });
+  });
+
+  await t.test('npm pack: a fresh project installs the package by path and connects', async () => {
+    const dir = fs.mkdtempSync(path.join(env.tmp, 'pack-'));
+    const { stdout } = await execFileP('npm', ['pack', '--json', '--pack-destination', dir], { cwd: jsRoot, maxBuffer: 16 << 20 });
+    const [info] = JSON.parse(stdout.slice(stdout.indexOf('[')));
+    const files = info.files.map((f) => f.path).sort();
+    assert.deepEqual(files.filter((f) => !f.startsWith('dist/')), ['README.md', 'package.json']);
+    assert.ok(files.includes('dist/index.js') && files.includes('dist/index.d.ts'), files.join(' '));
+
+    const app = path.join(dir, 'app');
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+    await execFileP('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', path.join(dir, info.filename)], { cwd: app });
+    assert.deepEqual(fs.readdirSync(path.join(app, 'node_modules')).filter((d) => !d.startsWith('.')), ['@pgrealtime'], 'no dependencies installed');
+    // Node's own WebSocket (flagged in Node 20, global from 22): no ws needed.
+    fs.writeFileSync(path.join(app, 'main.js'), `
+      import { createClient } from '@pgrealtime/client';
+      const rt = createClient(process.argv[2], { token: process.argv[3] });
+      rt.subscribe('tk.*', {
+        onLive: () => console.log('live'),
+        onEvent: (e) => { console.log('event ' + e.record_id); rt.close(); },
+        onError: (e) => { console.log('error ' + e.code); process.exit(1); },
+      });
+    `);
+    const child = spawn(process.execPath, ['--experimental-websocket', '--no-warnings', 'main.js', s.url, admin], { cwd: app, stdio: ['ignore', 'pipe', 'inherit'] });
+    const lines = [];
+    readline.createInterface({ input: child.stdout }).on('line', (l) => lines.push(l));
+    const exited = new Promise((r) => child.once('exit', r));
+    t.after(() => child.kill());
+    await waitFor('the app subscribed', () => lines.includes('live'));
+    const id = await insert();
+    assert.equal(await exited, 0);
+    assert.deepEqual(lines, ['live', 'event ' + id]);
   });
 });
