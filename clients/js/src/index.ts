@@ -116,7 +116,15 @@ export function createClient(url: string, opts: ClientOptions = {}): Client {
     if (stopped) return;
     const u = new URL(base);
     if (token) u.searchParams.set("access_token", token);
-    const w: WebSocketLike = (ws = new WS(u.href));
+    let w: WebSocketLike;
+    try {
+      w = ws = new WS(u.href);
+    } catch (e: any) {
+      // A URL this WebSocket refuses (e.g. ws: from an https: page).
+      stopped = true;
+      report({ code: "closed", message: "cannot open a WebSocket: " + (e?.message || e) });
+      return emit({ state: "closed" });
+    }
     let why = "";
     w.onopen = () => (opened = lastRx = Date.now());
     w.onerror = (e) => (why = String(e?.message || ""));
@@ -148,9 +156,10 @@ export function createClient(url: string, opts: ClientOptions = {}): Client {
       err = { code: "closed", message: reason || "closed by the server", closeCode: code };
     } else if (code == 4001 || /\b401\b/.test(why) || (!wasOpen && expiry(token) < Date.now())) {
       // Expired or refused token: a fresh one from getToken, else give up.
+      const expired = code == 4001 || expiry(token) < Date.now();
       const e = {
-        code: code == 4001 ? "token_expired" : "unauthorized",
-        message: code == 4001 ? "the token expired" : "the server refused the token",
+        code: expired ? "token_expired" : "unauthorized",
+        message: expired ? "the token expired" : "the server refused the token",
         closeCode: code,
       };
       if (!opts.getToken) err = e;
@@ -208,6 +217,7 @@ export function createClient(url: string, opts: ClientOptions = {}): Client {
     if (t == "record_event" || t == "custom_event") event(m);
     else if (t == "connected") connected(m);
     else if (t == "subscribed" && r) subscribed(r, m.position);
+    else if (t == "pong") r?.res?.(0);
     else if (t == "authenticated") authenticated(r, m);
     else if (t == "error") error(r, m);
   }
@@ -242,6 +252,15 @@ export function createClient(url: string, opts: ClientOptions = {}): Client {
       s.f = position ? key(position) : r.since ? undefined : "";
       s.live = s.was = true;
       s.o.onLive?.(s.p);
+    }
+    // The replay is queued before the reply to a later request: after the
+    // pong, these subscriptions have seen everything up to position (so a
+    // quiet one does not resume from a position the history has dropped).
+    if (r.since && position) {
+      send({ type: "ping" }, {
+        t: "ping",
+        res: () => r.subs!.forEach((s) => !s.dead && key(position) > s.k && setPos(s, position)),
+      });
     }
   }
 

@@ -12,6 +12,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { WebSocket as WS } from 'ws';
 
 const execFileP = promisify(execFile);
 export const jsRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -171,3 +172,20 @@ export function expectSequence(assert, ids, n, what) {
   assert.deepEqual(missing, [], `${what}: nothing missing`);
   assert.deepEqual(ids, Array.from({ length: n }, (_, i) => i + 1), `${what}: in order`);
 }
+
+// WebSocket is ws's, logging every frame to stderr when JSCLIENT_DEBUG=1.
+export const WebSocket = process.env.JSCLIENT_DEBUG !== '1' ? WS : class extends WS {
+  constructor(u) {
+    super(u);
+    const id = Math.random().toString(36).slice(2, 6);
+    this.on('message', (d) => console.error(id, '<', String(d).slice(0, 200)));
+    this.on('close', (c) => console.error(id, 'closed', c));
+  }
+  send(x) { console.error(this.url?.slice(-4), '>', String(x).slice(0, 200)); super.send(x); }
+};
+
+// step runs a subtest; JSCLIENT_ONLY=<part of its name> skips the others.
+export const step = (t, name, fn) => {
+  const only = process.env.JSCLIENT_ONLY;
+  return t.test(name, { skip: only && !name.includes(only) ? 'JSCLIENT_ONLY' : false }, fn);
+};

@@ -11,7 +11,7 @@ import readline from 'node:readline';
 import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
 import { createClient } from '../dist/index.js';
-import { setup, token, jwt, waitFor, collector, jsRoot } from './harness.mjs';
+import { setup, token, jwt, waitFor, collector, jsRoot, step } from './harness.mjs';
 
 const execFileP = promisify(execFile);
 
@@ -38,7 +38,7 @@ test('session', { timeout: 600_000 }, async (t) => {
   let nextId = 1;
   const insert = (table = 'tk') => env.psql(`INSERT INTO ${table} VALUES (${nextId++}, 'x')`).then(() => nextId - 1);
 
-  await t.test('a token refreshed before it expires keeps the connection', async () => {
+  await step(t, 'a token refreshed before it expires keeps the connection', async () => {
     let calls = 0;
     const getToken = async () => { calls++; return token(secret, 5); };
     const tap = tapped();
@@ -60,7 +60,7 @@ test('session', { timeout: 600_000 }, async (t) => {
     assert.deepEqual(c.ids, Array.from({ length: last - first + 1 }, (_, i) => first + i));
   });
 
-  await t.test('expiry without refresh: 4001, getToken, resumed with nothing lost', async () => {
+  await step(t, 'expiry without refresh: 4001, getToken, resumed with nothing lost', async () => {
     // The token service hands out the same short token until the server
     // has closed the connection for its expiry.
     let current = token(secret, 4);
@@ -86,7 +86,7 @@ test('session', { timeout: 600_000 }, async (t) => {
     assert.deepEqual(c.gaps, []);
   });
 
-  await t.test('unsubscribe stops delivery at once', async () => {
+  await step(t, 'unsubscribe stops delivery at once', async () => {
     const tap = tapped();
     const rt = createClient(s.url, { token: admin, WebSocket: tap.WebSocket });
     t.after(() => rt.close());
@@ -114,7 +114,7 @@ test('session', { timeout: 600_000 }, async (t) => {
     assert.ok(r3 > r2);
   });
 
-  await t.test('1000 subscriptions on one connection', async () => {
+  await step(t, '1000 subscriptions on one connection', async () => {
     const tap = tapped();
     const rt = createClient(s.url, { token: admin, WebSocket: tap.WebSocket });
     t.after(() => rt.close());
@@ -136,7 +136,7 @@ test('session', { timeout: 600_000 }, async (t) => {
     cs.forEach((c, i) => assert.deepEqual(c.ids, [i + 1]));
   });
 
-  await t.test('refusals are reported and not retried', async (t2) => {
+  await step(t, 'refusals are reported and not retried', async (t2) => {
     await t2.test('HTTP 401 at upgrade (bad token)', async () => {
       const tap = tapped();
       const errors = [];
@@ -175,7 +175,7 @@ test('session', { timeout: 600_000 }, async (t) => {
     });
   });
 
-  await t.test('npm pack: a fresh project installs the package by path and connects', async () => {
+  await step(t, 'npm pack: a fresh project installs the package by path and connects', async () => {
     const dir = fs.mkdtempSync(path.join(env.tmp, 'pack-'));
     const { stdout } = await execFileP('npm', ['pack', '--json', '--pack-destination', dir], { cwd: jsRoot, maxBuffer: 16 << 20 });
     const [info] = JSON.parse(stdout.slice(stdout.indexOf('[')));
