@@ -34,6 +34,7 @@ test('session', { timeout: 600_000 }, async (t) => {
   // Tables first: the server adds a table created later to its publication
   // only after a moment.
   for (const table of ['tk', 'us', 'ms']) await env.psql(`CREATE TABLE ${table} (id bigint PRIMARY KEY, body text)`);
+  await env.psql('CREATE TABLE fl (id bigint PRIMARY KEY, owner text, n int)');
   const s = await env.server(['--jwt-secret', secret, '--max-subscriptions', '1000', '--subscribe-rate', '100']);
   let nextId = 1;
   const insert = (table = 'tk') => env.psql(`INSERT INTO ${table} VALUES (${nextId++}, 'x')`).then(() => nextId - 1);
@@ -112,6 +113,24 @@ test('session', { timeout: 600_000 }, async (t) => {
     await waitFor('fence row', () => fence.ids.includes(f2));
     assert.deepEqual(b.ids, [r1, r2]);
     assert.ok(r3 > r2);
+  });
+
+  await step(t, 'filtered subscriptions on one connection each get their own rows', async () => {
+    const rt = createClient(s.url, { token: admin, WebSocket });
+    t.after(() => rt.close());
+    const ann = collector(), bob = collector(), big = collector(), all = collector();
+    rt.subscribe('fl.*?owner=eq.ann', ann.opts);
+    rt.subscribe('fl?owner=eq.bob', bob.opts);
+    rt.subscribe('fl?n=gt.10&owner=in.(ann,bob)', big.opts);
+    rt.subscribe('fl.*', all.opts);
+    await waitFor('live', () => ann.lives + bob.lives + big.lives + all.lives === 4);
+    await env.psqlScript(`INSERT INTO fl VALUES (1, 'ann', 5); INSERT INTO fl VALUES (2, 'bob', 50);
+      INSERT INTO fl VALUES (3, 'cat', 99); INSERT INTO fl VALUES (4, 'ann', 11); UPDATE fl SET owner = 'bob' WHERE id = 1;`);
+    await waitFor('every row', () => all.events.length === 5);
+    assert.deepEqual(ann.ids, [1, 4]);
+    assert.deepEqual(bob.ids, [2, 1], 'the update of row 1 to bob');
+    assert.deepEqual(big.ids, [2, 4]);
+    assert.deepEqual(all.ids, [1, 2, 3, 4, 1]);
   });
 
   await step(t, '1000 subscriptions on one connection', async () => {
