@@ -44,6 +44,12 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 		}
 		ident = id
 	}
+	s.accept(w, r, ident, nil)
+}
+
+// accept upgrades an admitted request and runs its session; ph is the
+// Phoenix session of a Supabase endpoint connection (nil for /realtime).
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, ident *auth.Identity, ph *phoenixConn) {
 	if n := s.count.Add(1); n > int64(s.cfg.MaxConnections) {
 		s.count.Add(-1)
 		writeError(w, http.StatusServiceUnavailable, "too_many_connections", fmt.Sprintf("the server holds its maximum of %d connections", s.cfg.MaxConnections))
@@ -58,6 +64,9 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	c := s.newConn(ws, r.RemoteAddr, ident)
+	if ph != nil {
+		ph.c, c.ph = c, ph
+	}
 	c.cork = crw.cc
 	c.cork.onTimeout = func() { c.slow("write timed out") } // the close frame follows what is buffered
 

@@ -1,0 +1,417 @@
+package wsapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/pgrealtime/pgrealtime/broker"
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
+	"github.com/pgrealtime/pgrealtime/wsapi/auth"
+	"github.com/pgrealtime/pgrealtime/wsapi/phoenix"
+	"github.com/pgrealtime/pgrealtime/wsapi/rules"
+)
+
+// channel is one joined Phoenix channel. Each postgres_changes binding and
+// the channel's broadcast feed is a broker subscriber of its own, so that
+// the broker matches its pattern (column filter included) and the frame
+// around the event's shared payload is fixed per subscriber.
+type channel struct {
+	p       *phoenixConn
+	topic   string  // "realtime:room1"
+	name    string  // "room1"
+	joinRef *string // the join's ref: every message to the channel carries it
+	self    bool    // broadcast.self: the sender receives its own broadcasts
+	ack     bool    // broadcast.ack: a client broadcast is acknowledged
+	subs    []*channelSub
+
+	// sent holds the client broadcasts of this channel being published, so
+	// that its own feed skips them unless self (under sentMu).
+	sentMu sync.Mutex
+	sent   map[*broker.Event]struct{}
+}
+
+// channelSub is one broker subscriber of a channel: a postgres_changes
+// binding, or (broadcast) the custom events of the channel's collection.
+type channelSub struct {
+	ch        *channel
+	pattern   broker.Pattern
+	broadcast bool
+	// Binding filters the broker's pattern cannot express.
+	changeType string // "INSERT", "UPDATE", "DELETE"; "" for every one
+	schema     string // a binding without table: every table of schema
+	pre, post  []byte // the frame around the shared payload
+}
+
+var _ broker.Subscriber = (*channelSub)(nil)
+
+// joinConfig is the payload of a phx_join.
+type joinConfig struct {
+	Config struct {
+		Broadcast struct {
+			Self bool `json:"self"`
+			Ack  bool `json:"ack"`
+		} `json:"broadcast"`
+		Presence struct {
+			Enabled bool `json:"enabled"`
+		} `json:"presence"`
+		PostgresChanges []bindingSpec `json:"postgres_changes"`
+		Private         bool          `json:"private"`
+	} `json:"config"`
+	AccessToken string `json:"access_token"`
+}
+
+// bindingSpec is one postgres_changes binding, echoed in the join reply.
+type bindingSpec struct {
+	ID     uint32  `json:"id"`
+	Event  string  `json:"event"`
+	Schema string  `json:"schema"`
+	Table  *string `json:"table,omitempty"`
+	Filter *string `json:"filter,omitempty"`
+}
+
+func decodePayload(data []byte, v any) error {
+	err := json.Unmarshal(data, v)
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("field %q must be a %s", te.Field, te.Type)
+	}
+	return err
+}
+
+// subTopic is a topic without its "realtime:" prefix.
+func subTopic(topic string) string {
+	if len(topic) >= 9 && strings.EqualFold(topic[:9], "realtime:") {
+		return topic[9:]
+	}
+	return topic
+}
+
+// join answers a phx_join: the reply lists the bindings' ids in request
+// order, and a system message "Subscribed to PostgreSQL" follows once
+// every binding is live; events of the new subscriptions come after both.
+func (p *phoenixConn) join(m *phoenix.Message) {
+	c := p.c
+	var cfg joinConfig
+	if err := decodePayload(m.Payload, &cfg); err != nil {
+		p.replyError(m, "bad join payload: "+err.Error())
+		return
+	}
+	if !c.limiter.Allow() {
+		metrics.RateLimited.Inc()
+		p.replyError(m, fmt.Sprintf("rate limited: more than %g joins and leaves per second", c.s.cfg.SubscribeRate))
+		return
+	}
+	ident, err := p.verifyJoinToken(cfg.AccessToken)
+	if err != nil {
+		p.replyError(m, "invalid token: "+err.Error())
+		return
+	}
+	if cfg.Config.Private {
+		p.replyError(m, "private channels are not supported by pgrealtime: join with private: false; the rules file decides who reads what")
+		return
+	}
+	p.mu.Lock()
+	old := p.channels[m.Topic]
+	p.mu.Unlock()
+	if old != nil { // a rejoin replaces the channel
+		p.leave(old)
+	}
+	ch := &channel{p: p, topic: m.Topic, name: subTopic(m.Topic), joinRef: m.JoinRef,
+		self: cfg.Config.Broadcast.Self, ack: cfg.Config.Broadcast.Ack}
+	if ch.joinRef == nil {
+		ch.joinRef = m.Ref
+	}
+	specs := cfg.Config.PostgresChanges
+	for i := range specs {
+		sub, err := ch.bindingSub(&specs[i], ident)
+		if err != nil {
+			p.replyError(m, fmt.Sprintf("postgres_changes binding %d: %v", i, err))
+			return
+		}
+		ch.subs = append(ch.subs, sub)
+	}
+	if pat, ok := ch.broadcastPattern(); ok && c.s.checkSubscribe(ident, pat) == nil {
+		pre, post := phoenix.Envelope(p.vsn, ch.joinRef, ch.topic, phoenix.EventBroadcast, nil, nil)
+		ch.subs = append(ch.subs, &channelSub{ch: ch, pattern: pat, broadcast: true, pre: pre, post: post})
+	}
+	if n := p.subscriptions() + len(ch.subs); n > c.s.cfg.MaxSubscriptions {
+		p.replyError(m, fmt.Sprintf("too many subscriptions: a connection may hold at most %d (bindings and broadcast feeds of all its channels)", c.s.cfg.MaxSubscriptions))
+		return
+	}
+	c.ident.Store(ident)
+	c.armExpiry()
+
+	// Subscribe every binding with deliveries held, so that the reply and
+	// the system message are queued before any event.
+	c.hold()
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.sinceWait)
+	defer cancel()
+	for i, sub := range ch.subs {
+		if _, err := c.s.cfg.Broker.Subscribe(ctx, sub, []broker.Pattern{sub.pattern}, nil); err != nil {
+			for _, done := range ch.subs[:i] {
+				c.s.cfg.Broker.Remove(done)
+			}
+			c.release(p.msg(m.JoinRef, m.Ref, m.Topic, phoenix.EventReply, phoenix.Reply("error", phoenix.ErrorResponse("subscribe failed: "+err.Error()))))
+			if errors.Is(err, broker.ErrClosed) {
+				c.closeWith(StatusGoingAway, "server shutting down")
+			}
+			return
+		}
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		c.release()
+		ch.unsubscribe()
+		return
+	}
+	p.channels[ch.topic] = ch
+	p.mu.Unlock()
+	metrics.Subscriptions.Add(float64(len(ch.subs)))
+
+	if specs == nil {
+		specs = []bindingSpec{}
+	}
+	reply := p.msg(m.JoinRef, m.Ref, m.Topic, phoenix.EventReply,
+		phoenix.Reply("ok", mustJSON(map[string][]bindingSpec{"postgres_changes": specs})))
+	var system, presence []byte
+	if len(specs) > 0 {
+		system = p.msg(ch.joinRef, nil, ch.topic, phoenix.EventSystem,
+			systemPayload(ch.name, "postgres_changes", "ok", "Subscribed to PostgreSQL"))
+	}
+	if cfg.Config.Presence.Enabled {
+		presence = p.msg(ch.joinRef, nil, ch.topic, phoenix.EventPresenceState, []byte("{}"))
+	}
+	c.release(reply, system, presence)
+}
+
+// bindingSub validates a postgres_changes binding (setting its id) and
+// makes its subscriber.
+func (ch *channel) bindingSub(b *bindingSpec, ident *auth.Identity) (*channelSub, error) {
+	s := ch.p.c.s
+	sub := &channelSub{ch: ch}
+	switch strings.ToUpper(b.Event) {
+	case "*":
+	case "INSERT", "UPDATE", "DELETE":
+		sub.changeType = strings.ToUpper(b.Event)
+	default:
+		return nil, fmt.Errorf(`event %q: want "*", "INSERT", "UPDATE" or "DELETE"`, b.Event)
+	}
+	if b.Schema == "" {
+		return nil, errors.New(`"schema" is required (e.g. "public")`)
+	}
+	table, filter := "", ""
+	if b.Table != nil {
+		table = *b.Table
+	}
+	if b.Filter != nil {
+		filter = *b.Filter
+	}
+	b.ID = phoenix.BindingID(b.Event, b.Schema, table, filter)
+	if table == "" || table == "*" {
+		if filter != "" {
+			return nil, errors.New("a filter needs a table")
+		}
+		// Every table of the schema: the "*" pattern, narrowed to the
+		// schema on delivery; each event still passes the read rules.
+		if s.cfg.Rules == nil && !s.isAdmin(ident) {
+			return nil, fmt.Errorf("%w: no rules are configured, only the admin role may subscribe", rules.ErrForbidden)
+		}
+		sub.pattern = broker.Pattern{All: true}
+		sub.schema = b.Schema
+	} else {
+		pat, err := bindingPattern(phoenix.Collection(b.Schema, table), filter)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.checkSubscribe(ident, pat); err != nil {
+			return nil, fmt.Errorf("not allowed to read %s.%s: %v", b.Schema, table, err)
+		}
+		sub.pattern = pat
+	}
+	sub.pre, sub.post = phoenix.Envelope(ch.p.vsn, ch.joinRef, ch.topic, phoenix.EventPostgresChanges,
+		[]byte(fmt.Sprintf(`{"ids":[%d],"data":`, b.ID)), []byte("}"))
+	return sub, nil
+}
+
+// bindingPattern is the topic pattern of a binding on collection coll
+// with an optional column filter (PROTOCOL section 2 syntax, one filter).
+func bindingPattern(coll, filter string) (broker.Pattern, error) {
+	if strings.ContainsAny(coll, ".*?&") || strings.IndexFunc(coll, unicode.IsSpace) >= 0 {
+		return broker.Pattern{}, fmt.Errorf("table %q: names with '.', '*', '?', '&' or whitespace cannot be subscribed", coll)
+	}
+	src := coll
+	if filter != "" {
+		if strings.Contains(filter, "&") {
+			return broker.Pattern{}, fmt.Errorf("filter %q: one filter per binding (add a binding per condition)", filter)
+		}
+		src = coll + "?" + filter
+	}
+	p, err := broker.ParsePattern(src)
+	if err != nil {
+		return broker.Pattern{}, fmt.Errorf("filter %q: %v", filter, err)
+	}
+	if p.All || p.Collection != coll || p.ID != "" {
+		return broker.Pattern{}, fmt.Errorf("filter %q: column filters are not supported by this server build", filter)
+	}
+	return p, nil
+}
+
+// broadcastPattern is the pattern of the channel's broadcast feed (the
+// custom events of collection <name>), if its name is a collection name.
+func (ch *channel) broadcastPattern() (broker.Pattern, bool) {
+	if !validCollection(ch.name) {
+		return broker.Pattern{}, false
+	}
+	return broker.Pattern{Collection: ch.name}, true
+}
+
+func validCollection(name string) bool {
+	return name != "" && len(name) <= broker.MaxPatternLen &&
+		!strings.ContainsAny(name, ".*?&") && strings.IndexFunc(name, unicode.IsSpace) < 0
+}
+
+// recheck returns an error when ident may no longer read one of the
+// channel's bindings.
+func (ch *channel) recheck(ident *auth.Identity) error {
+	s := ch.p.c.s
+	for _, sub := range ch.subs {
+		if sub.broadcast || sub.pattern.All {
+			continue // checked per event
+		}
+		if err := s.checkSubscribe(ident, sub.pattern); err != nil {
+			return fmt.Errorf("the new token may not read %s: %v", sub.pattern.Collection, err)
+		}
+	}
+	return nil
+}
+
+// unsubscribe removes the channel's subscribers from the broker.
+func (ch *channel) unsubscribe() {
+	for _, sub := range ch.subs {
+		ch.p.c.s.cfg.Broker.Remove(sub)
+	}
+	metrics.Subscriptions.Sub(float64(len(ch.subs)))
+}
+
+// broadcast handles a client broadcast: published to collection <name> as
+// a live custom event (reaching the channel's other members, /realtime
+// subscribers, and every node) when the broadcast rule allows it.
+func (ch *channel) broadcast(m *phoenix.Message) {
+	p, s := ch.p, ch.p.c.s
+	var body struct {
+		Event   *string         `json:"event"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := decodePayload(m.Payload, &body); err != nil || body.Event == nil || *body.Event == "" {
+		p.replyError(m, `broadcast needs a payload {"type":"broadcast","event":"<name>","payload":{…}}`)
+		return
+	}
+	if !validCollection(ch.name) {
+		p.replyError(m, fmt.Sprintf("cannot broadcast on %q: the channel name must be a collection name (no '.', '*', '?', '&' or whitespace)", ch.topic))
+		return
+	}
+	ident := p.c.ident.Load()
+	var err error
+	if s.cfg.Rules == nil {
+		err = fmt.Errorf("%w: no rules file is configured, so no broadcast rule allows client broadcasts", rules.ErrForbidden)
+	} else {
+		err = s.cfg.Rules.CheckBroadcast(ident, ch.name, *body.Event)
+	}
+	if err != nil {
+		p.replyError(m, err.Error())
+		return
+	}
+	ev := &broker.Event{Kind: broker.KindCustom, Collection: ch.name, Name: *body.Event, Timestamp: time.Now().UTC()}
+	if pl := bytes.TrimSpace(body.Payload); len(pl) > 0 && string(pl) != "null" {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, pl); err == nil {
+			ev.Data = buf.Bytes()
+		}
+	}
+	supabaseBroadcasts.Inc()
+	ch.sentMu.Lock()
+	if ch.sent == nil {
+		ch.sent = map[*broker.Event]struct{}{}
+	}
+	ch.sent[ev] = struct{}{}
+	ch.sentMu.Unlock()
+	err = s.cfg.Broker.PublishLive(context.Background(), ev)
+	ch.sentMu.Lock()
+	delete(ch.sent, ev)
+	ch.sentMu.Unlock()
+	if err != nil {
+		p.replyError(m, "broadcast failed: "+err.Error())
+		return
+	}
+	if ch.ack {
+		p.replyOK(m, nil)
+	}
+}
+
+// isOwn reports whether ev is a broadcast this channel is publishing.
+func (ch *channel) isOwn(ev *broker.Event) bool {
+	ch.sentMu.Lock()
+	defer ch.sentMu.Unlock()
+	_, ok := ch.sent[ev]
+	return ok
+}
+
+// wants reports whether ev goes to this subscriber (before the rules).
+func (sub *channelSub) wants(ev *broker.Event) bool {
+	if sub.broadcast {
+		return ev.Kind == broker.KindCustom && (sub.ch.self || !sub.ch.isOwn(ev))
+	}
+	if ev.Kind != broker.KindRecord {
+		return false
+	}
+	t := phoenix.ChangeType(ev.Action)
+	if t == "" || (sub.changeType != "" && t != sub.changeType) {
+		return false
+	}
+	if sub.schema != "" {
+		if schema, _ := phoenix.SchemaTable(ev.Collection); schema != sub.schema {
+			return false
+		}
+	}
+	return true
+}
+
+// Deliver implements broker.Subscriber. It never blocks.
+func (sub *channelSub) Deliver(ev *broker.Event) {
+	c := sub.ch.p.c
+	if !sub.wants(ev) || !c.s.allow(c.ident.Load(), ev) {
+		return
+	}
+	c.enqueue(item{ev: ev, fr: sub})
+}
+
+// DeliverBatch implements broker.Subscriber.
+func (sub *channelSub) DeliverBatch(evs []*broker.Event) {
+	c := sub.ch.p.c
+	id := c.ident.Load()
+	out := make([]*broker.Event, 0, len(evs))
+	for _, ev := range evs {
+		if sub.wants(ev) && c.s.allow(id, ev) {
+			out = append(out, ev)
+		}
+	}
+	if len(out) > 0 {
+		c.enqueue(item{evs: out, fr: sub})
+	}
+}
+
+// appendFrame implements framer: the subscriber's frame around the
+// event's shared payload (encoded once per event).
+func (sub *channelSub) appendFrame(b []byte, ev *broker.Event) []byte {
+	b = append(b, sub.pre...)
+	b = append(b, ev.AltEncoding(phoenixData)...)
+	return append(b, sub.post...)
+}
