@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-go test-browser vet bench bench-quick clean postgres
+.PHONY: build dev test test-go test-browser test-supabase vet bench bench-quick clean postgres
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
@@ -39,7 +39,13 @@ test-go:
 test-browser: build
 	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
-test: vet test-go test-browser bench-quick
+# The unmodified @supabase/supabase-js (Node with ws, and headless Chromium)
+# against /realtime/v1/websocket, the real binary and a throwaway Postgres.
+# See supabasetest/.
+test-supabase: build
+	cd supabasetest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
+
+test: vet test-go test-browser test-supabase bench-quick
 
 # Benchmarks (issue 6): a throwaway Postgres, pgrealtime as its own process,
 # clients in their own processes. `bench` writes docs/benchmarks.md and
