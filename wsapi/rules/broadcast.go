@@ -113,7 +113,11 @@ func (s *Set) CheckBroadcast(id *auth.Identity, collection, event string) error 
 	case deny:
 		return forbidden(fmt.Sprintf("broadcast rule for %s denies this identity: %s", collection, r.src))
 	}
-	return forbidden(fmt.Sprintf("broadcast rule for %s could not be evaluated for this identity: %v", collection, err))
+	hint := ""
+	if id.Anonymous || len(id.Claims) == 0 {
+		hint = " (the connection is anonymous: auth is an empty map; send a token)"
+	}
+	return forbidden(fmt.Sprintf("broadcast rule for %s could not be evaluated for this identity: %v%s", collection, err, hint))
 }
 
 // withoutColumnTypes returns cols without the omitted columns (cols itself
