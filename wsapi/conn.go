@@ -120,9 +120,9 @@ type conn struct {
 	abuse   *rate.Limiter
 	// ph is the Phoenix session of a Supabase endpoint connection (nil on
 	// /realtime).
-	ph *phoenixConn
-	subMu   sync.Mutex
-	subs    subList
+	ph    *phoenixConn
+	subMu sync.Mutex
+	subs  subList
 
 	// One timer per connection for the pings and the token's expiry
 	// (tick), under tmu.
