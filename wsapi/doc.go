@@ -1,6 +1,8 @@
 // Package wsapi is pgrealtime's HTTP and WebSocket server: the /realtime
-// endpoint of PROTOCOL.md section 3, the broadcast and connections APIs, and
-// the health, readiness and metrics endpoints.
+// endpoint of PROTOCOL.md section 3, the Supabase Realtime endpoint
+// /realtime/v1/websocket of section 9 (Phoenix channels; wire format in
+// wsapi/phoenix), the broadcast and connections APIs, and the health,
+// readiness and metrics endpoints.
 //
 // Guarantees:
 //   - Each connection is a broker.Subscriber. Deliver and DeliverBatch never block:
@@ -44,6 +46,16 @@
 //   - Shutdown refuses new upgrades with 503 and closes every socket with
 //     1001, waiting (bounded by its context) for the sockets to close.
 //
+//   - The Supabase endpoint shares everything above (send queue, write pool,
+//     limits, pings, token expiry, rules): each postgres_changes binding and
+//     each channel's broadcast feed is a broker subscriber of the
+//     connection, whose frame (topic, join_ref, binding id) is fixed at
+//     join; the event's Supabase payload is encoded once per event
+//     (broker.Event.AltEncoding) and framed per subscriber at write time,
+//     the same for both serializers. The join reply and the system message
+//     "Subscribed to PostgreSQL" are queued before any event of the new
+//     bindings, which are live by then (no gap after it).
+//
 // Choices where PROTOCOL.md is silent:
 //   - "posts" and "posts.*" are one subscription (the canonical pattern);
 //     unsubscribing either removes it. Replies echo the topics as written.
@@ -62,4 +74,15 @@
 //     loopback callers only.
 //   - A connection that does not answer a ping within PingInterval is
 //     dropped without a close handshake (it is dead).
+//   - Supabase endpoint: the apikey is checked at join, not at upgrade (a
+//     refused token is a join error the client shows, where an HTTP 401
+//     would make it reconnect forever); a frame that does not decode gets
+//     an error reply on topic "phoenix" and counts towards the 1008 abuse
+//     limit; binary frames are accepted only as serializer 2.0.0 broadcast
+//     pushes with JSON payloads; one identity per socket (the last token
+//     verified on any channel); a channel receives the custom events of
+//     collection <name> when its identity may read <name>; the sender of a
+//     client broadcast is recognised by the event it published (self: false
+//     skips it); presence is accepted with an always-empty state; private
+//     channels are refused.
 package wsapi
