@@ -5,6 +5,7 @@
 // readiness and metrics endpoints.
 //
 // Guarantees:
+//
 //   - Each connection is a broker.Subscriber. Deliver and DeliverBatch never block:
 //     they filter the event with the rules (reading the connection's identity
 //     through an atomic pointer, with no lock shared between connections)
@@ -14,6 +15,7 @@
 //     is closed with 4008 from another goroutine and removed from the
 //     broker; the publisher and every other connection are never delayed
 //     by it.
+//
 //   - A connection has no writer goroutine of its own. A connection with
 //     something queued goes on the server's ready list, served in FIFO order
 //     by at most GOMAXPROCS pool workers (started on demand, gone when the
@@ -27,22 +29,27 @@
 //     more WriteTimeout so that the close frame can follow it; then the
 //     socket is dropped). One owner at a time writes a connection, so a
 //     connection receives events in the order the broker delivered them.
+//
 //   - Text frames are encoded by wsapi straight into the cork buffer;
 //     coder/websocket does the handshake, reads, and writes the control
 //     frames (ping, pong, close), each with one write into the cork, and
 //     no data frame follows the close frame.
+//
 //   - Replies to a request are queued on the same queue. The reply to a
 //     subscribe is queued before any event of the new subscription (and
 //     before the replayed events of a subscribe with since), so a client
 //     sees "subscribed" first, then the replay in order, then live events,
 //     with no gap and no duplicate in between.
+//
 //   - A subscribe is all or nothing; subscribe and unsubscribe requests are
 //     rate limited per connection with a token bucket that never waits.
+//
 //   - A connection whose token expires is closed with 4001 at expiry time
 //     unless an auth message refreshed the token first. An auth message
 //     swaps the identity atomically (events are filtered with the new
 //     identity from then on) and drops the subscriptions it may no longer
 //     read.
+//
 //   - Shutdown refuses new upgrades with 503 and closes every socket with
 //     1001, waiting (bounded by its context) for the sockets to close.
 //
