@@ -182,15 +182,23 @@ test('two bindings on one channel, one of them on a table in another schema', { 
 });
 
 test('a filter delivers only matching rows', { timeout: 60_000 }, async () => {
+  // Needs column filters in the broker (PROTOCOL section 2).
   const supabase = client();
-  const got = [];
+  const ann = [], all = [], paid = [];
   const ch = supabase.channel('filtered')
-    .on('postgres_changes', { event: '*', schema: 'public', table: 'todos', filter: 'user_id=eq.ann' }, (p) => got.push(p));
+    .on('postgres_changes', { event: '*', schema: 'public', table: 'todos', filter: 'user_id=eq.ann' }, (p) => ann.push(p))
+    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos' }, (p) => all.push(p))
+    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos', filter: 'price=gt.100' }, (p) => paid.push(p));
   await subscribe(ch).catch(failWith('subscribe with a filter'));
-  await pg.psql(`INSERT INTO todos (title, user_id) VALUES ('for bob', 'bob'), ('for ann', 'ann'), ('for nobody', NULL)`);
-  await waitUntil("ann's row", () => got.length >= 1).catch(failWith('events'));
+  assert.deepEqual(ch.bindings.postgres_changes.map((b) => b.filter.filter), ['user_id=eq.ann', undefined, 'price=gt.100']);
+  const ids = (await pg.psql(`INSERT INTO todos (title, user_id, price) VALUES ('for bob', 'bob', 500), ('for ann', 'ann', 5), ('for nobody', NULL, NULL) RETURNING id`)).split('\n').map(Number);
+  await pg.psql(`UPDATE todos SET title = 'for ann, edited' WHERE id = ${ids[1]}`);
+  await pg.psql(`UPDATE todos SET title = 'for bob, edited' WHERE id = ${ids[0]}`);
+  await waitUntil('the filtered changes', () => ann.length >= 2 && all.length >= 3 && paid.length >= 1).catch(failWith('events'));
   await sleep(300);
-  assert.deepEqual(got.map((p) => p.new.title), ['for ann']);
+  assert.deepEqual(ann.map((p) => [p.eventType, p.new.title]), [['INSERT', 'for ann'], ['UPDATE', 'for ann, edited']]);
+  assert.deepEqual(all.map((p) => p.new.title), ['for bob', 'for ann', 'for nobody'], 'the binding without a filter gets every insert');
+  assert.deepEqual(paid.map((p) => p.new.title), ['for bob'], 'a number compares as a number');
   await supabase.removeChannel(ch);
 });
 

@@ -303,3 +303,47 @@ func TestSupabaseEncodedOnce(t *testing.T) {
 	}
 	ev.AltEncoding(func(*broker.Event) []byte { t.Fatal("encoded again: not cached on the event"); return nil })
 }
+
+// TestSupabaseAccessToken: a refused access_token leaves the identity as
+// it was; a token that may no longer read a binding closes its channel
+// (system error, then phx_close) and the events stop.
+func TestSupabaseAccessToken(t *testing.T) {
+	read := "auth.role == 'user'"
+	e := newEnv(t, envOpts{rules: &rules.Config{Collections: map[string]rules.Collection{"posts": {Read: &read}}}})
+	c := e.dialPhoenix("vsn=2.0.0&apikey=" + token(t, "ann", "user", time.Hour))
+	ref := c.push("realtime:p", phoenix.EventJoin, join(map[string]any{"event": "*", "schema": "public", "table": "posts"}))
+	if st, resp := c.reply(ref); st != "ok" {
+		t.Fatalf("join: %v", resp)
+	}
+	if st, resp := c.reply(c.push("realtime:p", phoenix.EventAccessToken, map[string]any{"access_token": "forged.token.x"})); st != "error" || !strings.Contains(fmt.Sprint(resp), "access_token refused") {
+		t.Fatalf("forged access_token: %s %v", st, resp)
+	}
+	e.publish(rec("posts", broker.ActionCreate, "1"))
+	for m := c.read(); m.Event != phoenix.EventPostgresChanges; m = c.read() {
+	}
+	ref = c.push("realtime:p", phoenix.EventAccessToken, map[string]any{"access_token": token(t, "ann", "guest", time.Hour)})
+	var sawError, sawClose bool
+	for {
+		m := c.read()
+		if m.Event == phoenix.EventSystem && strings.Contains(string(m.Payload), `"status":"error"`) && strings.Contains(string(m.Payload), "may not read posts") {
+			sawError = true
+		}
+		if m.Event == phoenix.EventClose && m.Topic == "realtime:p" {
+			sawClose = true
+		}
+		if m.Event == phoenix.EventReply && *m.Ref == ref {
+			break
+		}
+	}
+	if !sawError || !sawClose {
+		t.Fatalf("revoked channel: system error %v, phx_close %v", sawError, sawClose)
+	}
+	e.publish(rec("posts", broker.ActionCreate, "2"))
+	c.push("phoenix", "heartbeat", map[string]any{})
+	if m := c.read(); m.Event != phoenix.EventReply || m.Topic != "phoenix" {
+		t.Fatalf("after the revocation: %s %s, want only the heartbeat reply", m.Event, m.Payload)
+	}
+	if st, resp := c.reply(c.push("realtime:p", phoenix.EventLeave, map[string]any{})); st != "error" || !strings.Contains(fmt.Sprint(resp), "unmatched topic") {
+		t.Fatalf("the channel is gone: %s %v", st, resp)
+	}
+}
