@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,16 +199,30 @@ func TestSupabaseJoinNoGap(t *testing.T) {
 	yes := "true"
 	e := newEnv(t, envOpts{rules: &rules.Config{Collections: map[string]rules.Collection{"posts": {Read: &yes}, "audit:logins": {Read: &yes}}}})
 	c := e.dialPhoenix("vsn=2.0.0")
-	const n = 300
-	var wg sync.WaitGroup
-	started := make(chan struct{})
+	// The publisher runs until the join is answered, then publishes one
+	// more event: the last one the client must see.
+	var (
+		wg      sync.WaitGroup
+		last    int
+		stop    = make(chan struct{})
+		started = make(chan struct{})
+	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 1; i <= n; i++ {
+		for i := 1; ; i++ {
 			e.publish(rec("posts", broker.ActionCreate, fmt.Sprint(i)))
 			if i == 20 {
 				close(started)
+			}
+			select {
+			case <-stop:
+				if i > 20 {
+					e.publish(rec("posts", broker.ActionCreate, fmt.Sprint(i+1)))
+					last = i + 1
+					return
+				}
+			default:
 			}
 		}
 	}()
@@ -234,9 +249,10 @@ func TestSupabaseJoinNoGap(t *testing.T) {
 		!strings.Contains(string(m.Payload), `"channel":"feed"`) {
 		t.Fatalf("second frame %s %s, want the system message", m.Event, m.Payload)
 	}
+	close(stop)
 	wg.Wait()
 	var ids []int
-	for len(ids) == 0 || ids[len(ids)-1] != n {
+	for len(ids) == 0 || ids[len(ids)-1] != last {
 		m = c.read()
 		var p struct {
 			IDs  []uint32 `json:"ids"`
@@ -255,6 +271,7 @@ func TestSupabaseJoinNoGap(t *testing.T) {
 		fmt.Sscan(fmt.Sprint(p.Data.Record["id"]), &id)
 		ids = append(ids, id)
 	}
+	t.Logf("%d events after the system message, %d to %d", len(ids), ids[0], last)
 	for i := 1; i < len(ids); i++ {
 		if ids[i] != ids[i-1]+1 {
 			t.Fatalf("gap after the system message: %d then %d", ids[i-1], ids[i])
@@ -345,5 +362,51 @@ func TestSupabaseAccessToken(t *testing.T) {
 	}
 	if st, resp := c.reply(c.push("realtime:p", phoenix.EventLeave, map[string]any{})); st != "error" || !strings.Contains(fmt.Sprint(resp), "unmatched topic") {
 		t.Fatalf("the channel is gone: %s %v", st, resp)
+	}
+}
+
+// gatedBroker holds Subscribe until its gate opens and records when the
+// subscription took effect.
+type gatedBroker struct {
+	broker.Broker
+	gate chan struct{}
+	live atomic.Bool
+}
+
+func (g *gatedBroker) Subscribe(ctx context.Context, sub broker.Subscriber, p []broker.Pattern, since *broker.Position) (broker.Position, error) {
+	<-g.gate
+	pos, err := g.Broker.Subscribe(ctx, sub, p, since)
+	g.live.Store(err == nil)
+	return pos, err
+}
+
+// TestSupabaseSubscribedMeansLive: "Subscribed to PostgreSQL" (and the
+// join reply) reach the client only once the subscription is live, so an
+// event committed after the client saw it is delivered (Supabase's own
+// server sends it before; supabase/realtime-js issue 525).
+func TestSupabaseSubscribedMeansLive(t *testing.T) {
+	yes := "true"
+	g := &gatedBroker{gate: make(chan struct{})}
+	e := newEnv(t, envOpts{
+		rules: &rules.Config{Collections: map[string]rules.Collection{"posts": {Read: &yes}}},
+		cfg:   func(c *Config) { g.Broker = c.Broker; c.Broker = g },
+	})
+	c := e.dialPhoenix("vsn=1.0.0")
+	c.push("realtime:live", phoenix.EventJoin, join(map[string]any{"event": "*", "schema": "public", "table": "posts"}))
+	time.AfterFunc(300*time.Millisecond, func() { close(g.gate) })
+	for {
+		m := c.read()
+		if m.Event == phoenix.EventReply || m.Event == phoenix.EventSystem {
+			if !g.live.Load() {
+				t.Fatalf("%s sent before the subscription was live: %s", m.Event, m.Payload)
+			}
+		}
+		if m.Event == phoenix.EventSystem {
+			break
+		}
+	}
+	e.publish(rec("posts", broker.ActionCreate, "after"))
+	if m := c.read(); m.Event != phoenix.EventPostgresChanges || !strings.Contains(string(m.Payload), `"id":"after"`) {
+		t.Fatalf("got %s %s, want the change committed after the system message", m.Event, m.Payload)
 	}
 }
