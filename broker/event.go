@@ -201,6 +201,10 @@ func (r Row) appendJSON(b []byte) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// AppendValue appends the JSON of a column value (see Column) to b, as
+// Row's encoding writes it.
+func AppendValue(b []byte, v any) ([]byte, error) { return appendValue(b, v) }
+
 func appendValue(b []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:

@@ -1,6 +1,7 @@
 package phoenix
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -115,12 +116,10 @@ func BroadcastData(ev *broker.Event) []byte {
 }
 
 func appendCompact(b []byte, raw json.RawMessage) []byte {
-	if strings.ContainsAny(string(raw), "\n\r\t") {
-		var buf strings.Builder
-		out, err := json.Marshal(raw) // RawMessage marshals compacted
-		if err == nil {
-			buf.Write(out)
-			return append(b, buf.String()...)
+	if bytes.ContainsAny(raw, "\n\r\t ") {
+		var buf bytes.Buffer
+		if json.Compact(&buf, raw) == nil {
+			return append(b, buf.Bytes()...)
 		}
 	}
 	return append(b, raw...)
@@ -159,12 +158,11 @@ func appendRow(b []byte, row broker.Row, types []broker.ColumnType) []byte {
 				break
 			}
 		}
-		enc, err := broker.Row{{Name: "v", Value: supabaseValue(typ, row[i].Value)}}.MarshalJSON()
-		if err != nil {
-			b = append(b, "null"...)
-			continue
+		n := len(b)
+		var err error
+		if b, err = broker.AppendValue(b, supabaseValue(typ, row[i].Value)); err != nil {
+			b = append(b[:n], "null"...) // a value encoding/json refuses (never from the WAL reader)
 		}
-		b = append(b, enc[len(`{"v":`):len(enc)-1]...)
 	}
 	return append(b, '}')
 }
