@@ -630,6 +630,9 @@ func (c *conn) info() connectionInfo {
 		topics = append(topics, s.topic)
 	}
 	c.subMu.Unlock()
+	if c.ph != nil {
+		topics = append(topics, c.ph.topics()...)
+	}
 	sort.Strings(topics)
 	return connectionInfo{
 		ID:            c.id,

@@ -173,6 +173,17 @@ func (p *phoenixConn) closeAll() {
 	}
 }
 
+// topics lists the joined channels' topics (for /api/connections).
+func (p *phoenixConn) topics() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.channels))
+	for t := range p.channels {
+		out = append(out, t)
+	}
+	return out
+}
+
 // subscriptions counts the broker subscriptions of every channel.
 func (p *phoenixConn) subscriptions() int {
 	p.mu.Lock()
