@@ -31,10 +31,25 @@ type channel struct {
 	ack     bool    // broadcast.ack: a client broadcast is acknowledged
 	subs    []*channelSub
 
-	// sent holds the client broadcasts of this channel being published, so
-	// that its own feed skips them unless self (under sentMu).
+	// sent holds the client broadcasts this channel published, by content
+	// (a broker may hand back a copy, possibly later: a cluster's), so
+	// that its own feed skips them unless self (under sentMu). An entry
+	// goes when its echo arrives or after sentTTL.
 	sentMu sync.Mutex
-	sent   map[*broker.Event]struct{}
+	sent   map[string]time.Time
+}
+
+// sentTTL bounds how long a channel waits for the echo of its own
+// broadcast; sentMax bounds the entries kept.
+const (
+	sentTTL = 10 * time.Second
+	sentMax = 1024
+)
+
+// sentKey identifies a client broadcast: the channel sets its timestamp
+// (nanoseconds) itself. Not its data, which the rules may trim on the way.
+func sentKey(ev *broker.Event) string {
+	return ev.Name + "\x00" + ev.Timestamp.UTC().Format(time.RFC3339Nano)
 }
 
 // channelSub is one broker subscriber of a channel: a postgres_changes
@@ -337,16 +352,10 @@ func (ch *channel) broadcast(m *phoenix.Message) {
 		}
 	}
 	supabaseBroadcasts.Inc()
-	ch.sentMu.Lock()
-	if ch.sent == nil {
-		ch.sent = map[*broker.Event]struct{}{}
+	if !ch.self {
+		ch.remember(ev)
 	}
-	ch.sent[ev] = struct{}{}
-	ch.sentMu.Unlock()
 	err = s.cfg.Broker.PublishLive(context.Background(), ev)
-	ch.sentMu.Lock()
-	delete(ch.sent, ev)
-	ch.sentMu.Unlock()
 	if err != nil {
 		p.replyError(m, "broadcast failed: "+err.Error())
 		return
@@ -356,11 +365,33 @@ func (ch *channel) broadcast(m *phoenix.Message) {
 	}
 }
 
-// isOwn reports whether ev is a broadcast this channel is publishing.
+// remember notes a broadcast the channel is about to publish.
+func (ch *channel) remember(ev *broker.Event) {
+	now := time.Now()
+	ch.sentMu.Lock()
+	defer ch.sentMu.Unlock()
+	if ch.sent == nil {
+		ch.sent = map[string]time.Time{}
+	}
+	for k, at := range ch.sent {
+		if now.Sub(at) > sentTTL || len(ch.sent) >= sentMax {
+			delete(ch.sent, k)
+		}
+	}
+	ch.sent[sentKey(ev)] = now
+}
+
+// isOwn reports whether ev is the echo of a broadcast this channel sent
+// (forgetting it: the echo comes once).
 func (ch *channel) isOwn(ev *broker.Event) bool {
 	ch.sentMu.Lock()
 	defer ch.sentMu.Unlock()
-	_, ok := ch.sent[ev]
+	if len(ch.sent) == 0 {
+		return false
+	}
+	k := sentKey(ev)
+	_, ok := ch.sent[k]
+	delete(ch.sent, k)
 	return ok
 }
 
