@@ -181,6 +181,20 @@ test('two bindings on one channel, one of them on a table in another schema', { 
   await supabase.removeChannel(ch);
 });
 
+test('select sends only the selected columns and the key', { timeout: 60_000 }, async () => {
+  const supabase = client();
+  const got = [], full = [];
+  const ch = supabase.channel('select')
+    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos', select: ['title'] }, (p) => got.push(p))
+    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos' }, (p) => full.push(p));
+  await subscribe(ch).catch(failWith('subscribe with select'));
+  const id = Number(await pg.psql(`INSERT INTO todos (title, user_id) VALUES ('selected', 'ann') RETURNING id`));
+  await waitUntil('both', () => got.length >= 1 && full.length >= 1).catch(failWith('events'));
+  assert.deepEqual(got[0].new, { id, title: 'selected' });
+  assert.equal(full[0].new.user_id, 'ann', 'the other binding still gets every column');
+  await supabase.removeChannel(ch);
+});
+
 test('a filter delivers only matching rows', { timeout: 60_000 }, async () => {
   // Needs column filters in the broker (PROTOCOL section 2).
   const supabase = client();

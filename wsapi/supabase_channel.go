@@ -61,7 +61,10 @@ type channelSub struct {
 	// Binding filters the broker's pattern cannot express.
 	changeType string // "INSERT", "UPDATE", "DELETE"; "" for every one
 	schema     string // a binding without table: every table of schema
-	pre, post  []byte // the frame around the shared payload
+	// sel, when set, is the binding's select: its payload is encoded for
+	// it alone instead of shared.
+	sel       map[string]bool
+	pre, post []byte // the frame around the shared payload
 }
 
 var _ broker.Subscriber = (*channelSub)(nil)
@@ -89,6 +92,8 @@ type bindingSpec struct {
 	Schema string  `json:"schema"`
 	Table  *string `json:"table,omitempty"`
 	Filter *string `json:"filter,omitempty"`
+	// Select lists the columns to send (the key columns come too).
+	Select []string `json:"select,omitempty"`
 }
 
 func decodePayload(data []byte, v any) error {
@@ -229,7 +234,19 @@ func (ch *channel) bindingSub(b *bindingSpec, ident *auth.Identity) (*channelSub
 	if b.Filter != nil {
 		filter = *b.Filter
 	}
-	b.ID = phoenix.BindingID(b.Event, b.Schema, table, filter)
+	b.ID = phoenix.BindingID(b.Event, b.Schema, table, filter+"\x00"+strings.Join(b.Select, ","))
+	if b.Select != nil {
+		if len(b.Select) == 0 {
+			return nil, errors.New(`"select" is empty: omit it for every column`)
+		}
+		sub.sel = map[string]bool{}
+		for _, c := range b.Select {
+			if c == "" {
+				return nil, errors.New(`"select" has an empty column name`)
+			}
+			sub.sel[c] = true
+		}
+	}
 	if table == "" || table == "*" {
 		if filter != "" {
 			return nil, errors.New("a filter needs a table")
@@ -443,6 +460,10 @@ func (sub *channelSub) DeliverBatch(evs []*broker.Event) {
 // event's shared payload (encoded once per event).
 func (sub *channelSub) appendFrame(b []byte, ev *broker.Event) []byte {
 	b = append(b, sub.pre...)
-	b = append(b, ev.AltEncoding(phoenixData)...)
+	if sub.sel != nil {
+		b = append(b, phoenix.ChangeDataSelect(ev, sub.sel)...)
+	} else {
+		b = append(b, ev.AltEncoding(phoenixData)...)
+	}
 	return append(b, sub.post...)
 }

@@ -58,8 +58,27 @@ func ChangeType(action string) string {
 // (Postgres's to_jsonb) form differs: timestamptz ends in "+00:00" rather
 // than "Z", timestamp has a "T", and bytea is "\x" and hex, so that
 // realtime-js gives the same JavaScript values as against Supabase.
-func ChangeData(ev *broker.Event) []byte {
+func ChangeData(ev *broker.Event) []byte { return ChangeDataSelect(ev, nil) }
+
+// ChangeDataSelect is ChangeData with only the selected columns (plus the
+// key columns) in columns, record and old_record, as a binding's select
+// asks; nil selects every column.
+func ChangeDataSelect(ev *broker.Event, sel map[string]bool) []byte {
 	schema, table := SchemaTable(ev.Collection)
+	types := ev.ColumnTypes
+	record, oldRecord := ev.Record, ev.OldRecord
+	if sel != nil {
+		keep := map[string]struct{}{}
+		types = nil
+		for _, c := range ev.ColumnTypes {
+			if sel[c.Name] || c.Key {
+				types = append(types, c)
+			} else {
+				keep[c.Name] = struct{}{}
+			}
+		}
+		record, oldRecord = record.Without(keep), oldRecord.Without(keep)
+	}
 	b := make([]byte, 0, 256+96*len(ev.Record)+96*len(ev.OldRecord)+32*len(ev.ColumnTypes))
 	b = append(b, `{"schema":`...)
 	b = appendString(b, schema)
@@ -70,7 +89,7 @@ func ChangeData(ev *broker.Event) []byte {
 	b = append(b, `","type":`...)
 	b = appendString(b, ChangeType(ev.Action))
 	b = append(b, `,"columns":[`...)
-	for i, c := range ev.ColumnTypes {
+	for i, c := range types {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -83,18 +102,18 @@ func ChangeData(ev *broker.Event) []byte {
 	b = append(b, ']')
 	switch ev.Action {
 	case broker.ActionCreate:
-		b = appendRow(append(b, `,"record":`...), ev.Record, ev.ColumnTypes)
+		b = appendRow(append(b, `,"record":`...), record, types)
 	case broker.ActionUpdate:
-		b = appendRow(append(b, `,"record":`...), ev.Record, ev.ColumnTypes)
-		old := ev.OldRecord
+		b = appendRow(append(b, `,"record":`...), record, types)
+		old := oldRecord
 		if old == nil {
 			// Postgres logged no old image: the key is unchanged, so the
 			// new row's key columns are the old ones (as Supabase sends).
-			old = keyColumns(ev.Record, ev.ColumnTypes)
+			old = keyColumns(record, types)
 		}
-		b = appendRow(append(b, `,"old_record":`...), old, ev.ColumnTypes)
+		b = appendRow(append(b, `,"old_record":`...), old, types)
 	case broker.ActionDelete:
-		b = appendRow(append(b, `,"old_record":`...), ev.Record, ev.ColumnTypes)
+		b = appendRow(append(b, `,"old_record":`...), record, types)
 	}
 	return append(b, `,"errors":null}`...)
 }

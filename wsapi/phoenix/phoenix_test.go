@@ -225,3 +225,18 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestChangeDataSelect(t *testing.T) {
+	ev := &broker.Event{Kind: broker.KindRecord, Collection: "notes", Action: broker.ActionUpdate,
+		ColumnTypes: []broker.ColumnType{{Name: "id", Type: "int4", Key: true}, {Name: "body", Type: "text"}, {Name: "extra", Type: "text"}},
+		Record:      broker.Row{{Name: "id", Value: int64(1)}, {Name: "body", Value: "b"}, {Name: "extra", Value: "x"}}}
+	got := string(ChangeDataSelect(ev, map[string]bool{"body": true}))
+	for _, want := range []string{`"columns":[{"name":"id","type":"int4"},{"name":"body","type":"text"}]`, `"record":{"id":1,"body":"b"}`, `"old_record":{"id":1}`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%s lacks %s", got, want)
+		}
+	}
+	if strings.Contains(got, "extra") || len(ev.Record) != 3 {
+		t.Errorf("select leaked a column or changed the event: %s", got)
+	}
+}
