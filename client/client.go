@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -79,6 +80,7 @@ type Client struct {
 	subs      []*Subscription
 	sess      *session // nil while disconnected
 	live      chan struct{}
+	replaying atomic.Int32 // subscribes with since whose replay may still come
 	token     string
 	state     State
 	err       error
@@ -169,6 +171,8 @@ func (c *Client) subscribeOn(ctx context.Context, sess *session, subs []*Subscri
 	msg := map[string]any{"type": "subscribe", "topics": topics}
 	if since != "" {
 		msg["since"] = since
+		c.replaying.Add(1) // until the pong below: the stream is not in order
+		defer c.replaying.Add(-1)
 	}
 	r, err := sess.request(ctx, msg)
 	var e *Error
@@ -182,8 +186,22 @@ func (c *Client) subscribeOn(ctx context.Context, sess *session, subs []*Subscri
 	if err != nil {
 		return err
 	}
+	if since == "" {
+		for _, s := range subs {
+			s.startAt(r.Position)
+		}
+		return nil
+	}
+	// The replay follows the reply and precedes the answer to a ping: once
+	// the pong is here, every subscription has everything up to the reply's
+	// position, also one that matched none of it (a quiet subscription
+	// then resumes from there, not from an old position the history may
+	// have dropped).
+	if _, err := sess.request(ctx, map[string]any{"type": "ping"}); err != nil {
+		return err
+	}
 	for _, s := range subs {
-		s.startAt(r.Position)
+		s.advanceTo(r.Position)
 	}
 	return nil
 }
@@ -295,12 +313,18 @@ func (c *Client) route(ev *Event) {
 			}
 		}
 	}
-	if matched {
-		return
+	if !matched {
+		for _, s := range subs {
+			if s.onCollection(ev) && s.accept(ev) {
+				s.push(c.ctx, *ev)
+			}
+		}
 	}
-	for _, s := range subs {
-		if s.onCollection(ev) && s.accept(ev) {
-			s.push(c.ctx, *ev)
+	// Live events arrive in position order: every subscription has all of
+	// its events up to this one, matched or not.
+	if ev.Position != "" && c.replaying.Load() == 0 {
+		for _, s := range subs {
+			s.advanceTo(ev.Position)
 		}
 	}
 }

@@ -341,3 +341,41 @@ func TestRefusedTokenEndsClient(t *testing.T) {
 		t.Fatalf("Dial with a bad token: %v, want an HTTP 401 refusal", err)
 	}
 }
+
+// TestQuietSubscriptionNoGap: a subscription that matched nothing while
+// more events than the server's history went by resumes without a gap
+// after a restart of the server (it has missed nothing).
+func TestQuietSubscriptionNoGap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnv(t, "--history-size", "5")
+	var st states
+	c, err := client.Dial(ctx, e.srv.URL(), client.Options{MinBackoff: 50 * time.Millisecond, OnState: st.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	posts, err := c.Subscribe(ctx, []string{"posts.*"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet, err := c.Subscribe(ctx, []string{"comments.*"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-e.writer(ctx, 1, 30, 0); err != nil {
+		t.Fatal(err)
+	}
+	checkSequence(t, collectIDs(ctx, t, posts, 30), 1, 30)
+	e.srv.Stop()
+	e.srv.Restart()
+	e.exec(ctx, `INSERT INTO comments (id, body) VALUES (7, 'after the restart')`)
+	e.exec(ctx, `INSERT INTO posts (id, title) VALUES (31, 'after the restart')`)
+	if got := collectIDs(ctx, t, quiet, 1); got[0] != 7 { // fails on a gap event
+		t.Fatalf("quiet subscription got row %d", got[0])
+	}
+	checkSequence(t, collectIDs(ctx, t, posts, 1), 31, 31)
+	if st.count(client.StateReconnecting) == 0 {
+		t.Fatal("no reconnect: the restart was not noticed")
+	}
+}

@@ -38,8 +38,9 @@
 // those rules (an update that changed the key, for a record-id topic of the
 // old key) goes to every subscription with a topic on its collection.
 //
-// A subscription that saw no event for longer than the server's history
-// (--history-size) may receive a TypeGap after a reconnect although it
-// missed nothing: the client resumes all subscriptions of a connection from
-// the oldest of their positions.
+// Every live event moves every subscription's position forward, and after
+// a resume the client confirms, with a ping whose answer follows the
+// replay, that every subscription is complete up to the server's position,
+// so that a subscription that matched nothing for a long time resumes from
+// there, not from a position the history has dropped.
 package client

@@ -140,6 +140,15 @@ func (s *Subscription) startAt(pos string) {
 	}
 }
 
+// advanceTo moves the position forward to pos (never back).
+func (s *Subscription) advanceTo(pos string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pos != "" && (s.pos == "" || after(pos, s.pos)) {
+		s.pos = pos
+	}
+}
+
 // reset forgets the position after a gap: the next subscribe starts live.
 func (s *Subscription) reset() {
 	s.mu.Lock()

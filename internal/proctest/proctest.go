@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,11 +39,8 @@ func Binary(t testing.TB) string {
 		buildPath = filepath.Join(dir, "pgrealtime")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goTool); err != nil {
-			goTool = "go"
-		}
-		out, err := exec.CommandContext(ctx, goTool, "build", "-o", buildPath, "github.com/pgrealtime/pgrealtime/cmd/pgrealtime").CombinedOutput()
+		// go test puts its own GOROOT/bin first in PATH.
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", buildPath, "github.com/pgrealtime/pgrealtime/cmd/pgrealtime").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
