@@ -42,17 +42,7 @@ type phoenixConn struct {
 // checked here: an unverifiable token is a join error (realtime-js would
 // otherwise reconnect forever without saying why).
 func (s *Server) serveSupabase(w http.ResponseWriter, r *http.Request) {
-	if s.closing.Load() {
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect shortly")
-		return
-	}
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
-		w.Header().Set("Upgrade", "websocket")
-		writeError(w, http.StatusUpgradeRequired, "upgrade_required", SupabasePath+" is a WebSocket endpoint: connect with a Supabase Realtime client")
-		return
-	}
-	if origin := r.Header.Get("Origin"); !s.origins.allowed(origin, r.Host) {
-		writeError(w, http.StatusForbidden, "forbidden_origin", fmt.Sprintf("origin %q may not open a WebSocket here (see --allowed-origins)", origin))
+	if !s.upgradable(w, r, SupabasePath+" is a WebSocket endpoint: connect with a Supabase Realtime client") {
 		return
 	}
 	vsn, err := phoenix.ParseVsn(r.URL.Query().Get("vsn"))

@@ -1,7 +1,6 @@
 package wsapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,36 +37,6 @@ type channel struct {
 	sentMu sync.Mutex
 	sent   map[string]time.Time
 }
-
-// sentTTL bounds how long a channel waits for the echo of its own
-// broadcast; sentMax bounds the entries kept.
-const (
-	sentTTL = 10 * time.Second
-	sentMax = 1024
-)
-
-// sentKey identifies a client broadcast: the channel sets its timestamp
-// (nanoseconds) itself. Not its data, which the rules may trim on the way.
-func sentKey(ev *broker.Event) string {
-	return ev.Name + "\x00" + ev.Timestamp.UTC().Format(time.RFC3339Nano)
-}
-
-// channelSub is one broker subscriber of a channel: a postgres_changes
-// binding, or (broadcast) the custom events of the channel's collection.
-type channelSub struct {
-	ch        *channel
-	pattern   broker.Pattern
-	broadcast bool
-	// Binding filters the broker's pattern cannot express.
-	changeType string // "INSERT", "UPDATE", "DELETE"; "" for every one
-	schema     string // a binding without table: every table of schema
-	// sel, when set, is the binding's select: its payload is encoded for
-	// it alone instead of shared.
-	sel       map[string]bool
-	pre, post []byte // the frame around the shared payload
-}
-
-var _ broker.Subscriber = (*channelSub)(nil)
 
 // joinConfig is the payload of a phx_join.
 type joinConfig struct {
@@ -331,139 +300,4 @@ func (ch *channel) unsubscribe() {
 		ch.p.c.s.cfg.Broker.Remove(sub)
 	}
 	metrics.Subscriptions.Sub(float64(len(ch.subs)))
-}
-
-// broadcast handles a client broadcast: published to collection <name> as
-// a live custom event (reaching the channel's other members, /realtime
-// subscribers, and every node) when the broadcast rule allows it.
-func (ch *channel) broadcast(m *phoenix.Message) {
-	p, s := ch.p, ch.p.c.s
-	var body struct {
-		Event   *string         `json:"event"`
-		Payload json.RawMessage `json:"payload"`
-	}
-	if err := decodePayload(m.Payload, &body); err != nil || body.Event == nil || *body.Event == "" {
-		p.replyError(m, `broadcast needs a payload {"type":"broadcast","event":"<name>","payload":{…}}`)
-		return
-	}
-	if !validCollection(ch.name) {
-		p.replyError(m, fmt.Sprintf("cannot broadcast on %q: the channel name must be a collection name (no '.', '*', '?', '&' or whitespace)", ch.topic))
-		return
-	}
-	ident := p.c.ident.Load()
-	var err error
-	if s.cfg.Rules == nil {
-		err = fmt.Errorf("%w: no rules file is configured, so no broadcast rule allows client broadcasts", rules.ErrForbidden)
-	} else {
-		err = s.cfg.Rules.CheckBroadcast(ident, ch.name, *body.Event)
-	}
-	if err != nil {
-		p.replyError(m, err.Error())
-		return
-	}
-	ev := &broker.Event{Kind: broker.KindCustom, Collection: ch.name, Name: *body.Event, Timestamp: time.Now().UTC()}
-	if pl := bytes.TrimSpace(body.Payload); len(pl) > 0 && string(pl) != "null" {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, pl); err == nil {
-			ev.Data = buf.Bytes()
-		}
-	}
-	supabaseBroadcasts.Inc()
-	if !ch.self {
-		ch.remember(ev)
-	}
-	err = s.cfg.Broker.PublishLive(context.Background(), ev)
-	if err != nil {
-		p.replyError(m, "broadcast failed: "+err.Error())
-		return
-	}
-	if ch.ack {
-		p.replyOK(m, nil)
-	}
-}
-
-// remember notes a broadcast the channel is about to publish.
-func (ch *channel) remember(ev *broker.Event) {
-	now := time.Now()
-	ch.sentMu.Lock()
-	defer ch.sentMu.Unlock()
-	if ch.sent == nil {
-		ch.sent = map[string]time.Time{}
-	}
-	for k, at := range ch.sent {
-		if now.Sub(at) > sentTTL || len(ch.sent) >= sentMax {
-			delete(ch.sent, k)
-		}
-	}
-	ch.sent[sentKey(ev)] = now
-}
-
-// isOwn reports whether ev is the echo of a broadcast this channel sent
-// (forgetting it: the echo comes once).
-func (ch *channel) isOwn(ev *broker.Event) bool {
-	ch.sentMu.Lock()
-	defer ch.sentMu.Unlock()
-	if len(ch.sent) == 0 {
-		return false
-	}
-	k := sentKey(ev)
-	_, ok := ch.sent[k]
-	delete(ch.sent, k)
-	return ok
-}
-
-// wants reports whether ev goes to this subscriber (before the rules).
-func (sub *channelSub) wants(ev *broker.Event) bool {
-	if sub.broadcast {
-		return ev.Kind == broker.KindCustom && (sub.ch.self || !sub.ch.isOwn(ev))
-	}
-	if ev.Kind != broker.KindRecord {
-		return false
-	}
-	t := phoenix.ChangeType(ev.Action)
-	if t == "" || (sub.changeType != "" && t != sub.changeType) {
-		return false
-	}
-	if sub.schema != "" {
-		if schema, _ := phoenix.SchemaTable(ev.Collection); schema != sub.schema {
-			return false
-		}
-	}
-	return true
-}
-
-// Deliver implements broker.Subscriber. It never blocks.
-func (sub *channelSub) Deliver(ev *broker.Event) {
-	c := sub.ch.p.c
-	if !sub.wants(ev) || !c.s.allow(c.ident.Load(), ev) {
-		return
-	}
-	c.enqueue(item{ev: ev, fr: sub})
-}
-
-// DeliverBatch implements broker.Subscriber.
-func (sub *channelSub) DeliverBatch(evs []*broker.Event) {
-	c := sub.ch.p.c
-	id := c.ident.Load()
-	out := make([]*broker.Event, 0, len(evs))
-	for _, ev := range evs {
-		if sub.wants(ev) && c.s.allow(id, ev) {
-			out = append(out, ev)
-		}
-	}
-	if len(out) > 0 {
-		c.enqueue(item{evs: out, fr: sub})
-	}
-}
-
-// appendFrame implements framer: the subscriber's frame around the
-// event's shared payload (encoded once per event).
-func (sub *channelSub) appendFrame(b []byte, ev *broker.Event) []byte {
-	b = append(b, sub.pre...)
-	if sub.sel != nil {
-		b = append(b, phoenix.ChangeDataSelect(ev, sub.sel)...)
-	} else {
-		b = append(b, ev.AltEncoding(phoenixData)...)
-	}
-	return append(b, sub.post...)
 }
