@@ -22,8 +22,19 @@ import (
 // on it (a join's access_token, an access_token event, else the apikey).
 // supabase-js sends the same token to every channel.
 
-// SupabasePath is the Supabase Realtime endpoint.
-const SupabasePath = "/realtime/v1/websocket"
+// SupabasePath is the Supabase Realtime endpoint; SupabaseBroadcastPath
+// is Supabase's REST broadcast, which pgrealtime answers with 501.
+const (
+	SupabasePath          = "/realtime/v1/websocket"
+	SupabaseBroadcastPath = "/realtime/v1/api/broadcast"
+)
+
+// serveSupabaseREST answers realtime-js's REST broadcast (httpSend, and
+// send() on a channel that is not joined) with a clear refusal.
+func serveSupabaseREST(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotImplemented, "rest_broadcast_not_supported",
+		"pgrealtime does not implement Supabase's REST broadcast: send on a joined channel (channel.send), or POST /api/broadcast with an admin token")
+}
 
 // phoenixConn is the Phoenix session of one connection.
 type phoenixConn struct {

@@ -410,3 +410,13 @@ func TestSupabaseSubscribedMeansLive(t *testing.T) {
 		t.Fatalf("got %s %s, want the change committed after the system message", m.Event, m.Payload)
 	}
 }
+
+func TestSupabaseRESTBroadcastRefused(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, path := range []string{SupabaseBroadcastPath, SupabaseBroadcastPath + "/room/events/cursor"} {
+		st, body, _ := e.httpDo("POST", path, "", `{"messages":[]}`)
+		if st != 501 || body["error"] != "rest_broadcast_not_supported" || !strings.Contains(fmt.Sprint(body["message"]), "channel.send") {
+			t.Errorf("POST %s: %d %v", path, st, body)
+		}
+	}
+}
