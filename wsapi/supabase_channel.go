@@ -259,9 +259,6 @@ func bindingPattern(coll, filter string) (broker.Pattern, error) {
 	if err != nil {
 		return broker.Pattern{}, fmt.Errorf("filter %q: %v", filter, err)
 	}
-	if p.All || p.Collection != coll || p.ID != "" {
-		return broker.Pattern{}, fmt.Errorf("filter %q: column filters are not supported by this server build", filter)
-	}
 	return p, nil
 }
 

@@ -420,3 +420,36 @@ func TestSupabaseRESTBroadcastRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestSupabaseFilter: a binding's filter is a column filter on its table
+// (PROTOCOL section 2 syntax, one filter); bad ones are join errors.
+func TestSupabaseFilter(t *testing.T) {
+	yes := "true"
+	e := newEnv(t, envOpts{rules: &rules.Config{Collections: map[string]rules.Collection{"posts": {Read: &yes}}}})
+	c := e.dialPhoenix("vsn=2.0.0")
+	binding := func(filter string) map[string]any {
+		return map[string]any{"event": "*", "schema": "public", "table": "posts", "filter": filter}
+	}
+	for filter, want := range map[string]string{
+		"user_id=eq.ann&x=eq.1": "one filter per binding",
+		"user_id=like.a%":       "filter",
+		"nonsense":              "filter",
+	} {
+		if st, resp := c.reply(c.push("realtime:bad", phoenix.EventJoin, join(binding(filter)))); st != "error" || !strings.Contains(fmt.Sprint(resp["reason"]), want) {
+			t.Errorf("filter %q: %s %v, want an error containing %q", filter, st, resp, want)
+		}
+	}
+	if st, resp := c.reply(c.push("realtime:f", phoenix.EventJoin, join(binding("user_id=eq.ann")))); st != "ok" {
+		t.Fatalf("join: %v", resp)
+	}
+	e.publish(rec("posts", broker.ActionCreate, "1", "user_id", "bob"), rec("posts", broker.ActionCreate, "2", "user_id", "ann"))
+	for {
+		m := c.read()
+		if m.Event == phoenix.EventPostgresChanges {
+			if !strings.Contains(string(m.Payload), `"user_id":"ann"`) {
+				t.Fatalf("first change %s, want ann's row only", m.Payload)
+			}
+			break
+		}
+	}
+}
