@@ -89,21 +89,21 @@ func (p *phoenixConn) join(m *phoenix.Message) {
 	c := p.c
 	var cfg joinConfig
 	if err := decodePayload(m.Payload, &cfg); err != nil {
-		p.replyError(m, "bad join payload: "+err.Error())
+		p.refuseJoin(m, "bad join payload: "+err.Error())
 		return
 	}
 	if !c.limiter.Allow() {
 		metrics.RateLimited.Inc()
-		p.replyError(m, fmt.Sprintf("rate limited: more than %g joins and leaves per second", c.s.cfg.SubscribeRate))
+		p.refuseJoin(m, fmt.Sprintf("rate limited: more than %g joins and leaves per second", c.s.cfg.SubscribeRate))
 		return
 	}
 	ident, err := p.verifyJoinToken(cfg.AccessToken)
 	if err != nil {
-		p.replyError(m, "invalid token: "+err.Error())
+		p.refuseJoin(m, "invalid token: "+err.Error())
 		return
 	}
 	if cfg.Config.Private {
-		p.replyError(m, "private channels are not supported by pgrealtime: join with private: false; the rules file decides who reads what")
+		p.refuseJoin(m, "private channels are not supported by pgrealtime: join with private: false; the rules file decides who reads what")
 		return
 	}
 	p.mu.Lock()
@@ -121,7 +121,7 @@ func (p *phoenixConn) join(m *phoenix.Message) {
 	for i := range specs {
 		sub, err := ch.bindingSub(&specs[i], ident)
 		if err != nil {
-			p.replyError(m, fmt.Sprintf("postgres_changes binding %d: %v", i, err))
+			p.refuseJoin(m, fmt.Sprintf("postgres_changes binding %d: %v", i, err))
 			return
 		}
 		ch.subs = append(ch.subs, sub)
@@ -131,7 +131,7 @@ func (p *phoenixConn) join(m *phoenix.Message) {
 		ch.subs = append(ch.subs, &channelSub{ch: ch, pattern: pat, broadcast: true, pre: pre, post: post})
 	}
 	if n := p.subscriptions() + len(ch.subs); n > c.s.cfg.MaxSubscriptions {
-		p.replyError(m, fmt.Sprintf("too many subscriptions: a connection may hold at most %d (bindings and broadcast feeds of all its channels)", c.s.cfg.MaxSubscriptions))
+		p.refuseJoin(m, fmt.Sprintf("too many subscriptions: a connection may hold at most %d (bindings and broadcast feeds of all its channels)", c.s.cfg.MaxSubscriptions))
 		return
 	}
 	c.ident.Store(ident)
@@ -179,6 +179,13 @@ func (p *phoenixConn) join(m *phoenix.Message) {
 		presence = p.msg(ch.joinRef, nil, ch.topic, phoenix.EventPresenceState, []byte("{}"))
 	}
 	c.release(reply, system, presence)
+}
+
+// refuseJoin answers a join with an error (logged at debug level: the
+// client shows the reason).
+func (p *phoenixConn) refuseJoin(m *phoenix.Message, reason string) {
+	p.c.logger().Debug().Str(logTopic, m.Topic).Str("reason", reason).Msg("join refused")
+	p.replyError(m, reason)
 }
 
 // bindingSub validates a postgres_changes binding (setting its id) and
