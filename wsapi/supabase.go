@@ -191,7 +191,7 @@ func (p *phoenixConn) subscriptions() int {
 	defer p.mu.Unlock()
 	n := 0
 	for _, ch := range p.channels {
-		n += len(ch.subs)
+		n += ch.patterns()
 	}
 	return n
 }

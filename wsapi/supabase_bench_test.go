@@ -30,10 +30,12 @@ func BenchmarkSupabaseDeliver(b *testing.B) {
 	c.ph = &phoenixConn{c: c, vsn: phoenix.V2, channels: map[string]*channel{}}
 	ch := &channel{p: c.ph, topic: "realtime:posts", name: "posts"}
 	table := "posts"
-	sub, err := ch.bindingSub(&bindingSpec{Event: "*", Schema: "public", Table: &table}, c.ident.Load())
+	bd, _, err := ch.binding(&bindingSpec{Event: "*", Schema: "public", Table: &table}, c.ident.Load())
 	if err != nil {
 		b.Fatal(err)
 	}
+	pre, post := phoenix.Envelope(phoenix.V2, nil, ch.topic, phoenix.EventPostgresChanges, []byte(`{"ids":[`), []byte("}"))
+	sub := &channelSub{ch: ch, bindings: []binding{bd}, patterns: []broker.Pattern{bd.pattern}, pre: pre, post: post}
 	ev := &broker.Event{Kind: broker.KindRecord, Collection: "posts", Action: "create", RecordID: "1", Timestamp: time.Now(),
 		ColumnTypes: []broker.ColumnType{{Name: "id", Type: "int8", Key: true}, {Name: "title", Type: "text"}},
 		Record:      broker.Row{{Name: "id", Value: int64(1)}, {Name: "title", Value: "hello"}}}

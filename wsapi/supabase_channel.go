@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -118,19 +119,35 @@ func (p *phoenixConn) join(m *phoenix.Message) {
 		ch.joinRef = m.Ref
 	}
 	specs := cfg.Config.PostgresChanges
+	// One subscriber for the bindings of each select (usually all of them).
+	bySelect := map[string]*channelSub{}
+	pre, post := phoenix.Envelope(p.vsn, ch.joinRef, ch.topic, phoenix.EventPostgresChanges, []byte(`{"ids":[`), []byte("}"))
 	for i := range specs {
-		sub, err := ch.bindingSub(&specs[i], ident)
+		b, sel, err := ch.binding(&specs[i], ident)
 		if err != nil {
 			p.refuseJoin(m, fmt.Sprintf("postgres_changes binding %d: %v", i, err))
 			return
 		}
-		ch.subs = append(ch.subs, sub)
+		key := "\x00"
+		if sel != nil {
+			key = strings.Join(specs[i].Select, ",")
+		}
+		sub := bySelect[key]
+		if sub == nil {
+			sub = &channelSub{ch: ch, sel: sel, pre: pre, post: post}
+			bySelect[key] = sub
+			ch.subs = append(ch.subs, sub)
+		}
+		sub.bindings = append(sub.bindings, b)
+		if !slices.ContainsFunc(sub.patterns, func(q broker.Pattern) bool { return q.String() == b.pattern.String() }) {
+			sub.patterns = append(sub.patterns, b.pattern)
+		}
 	}
 	if pat, ok := ch.broadcastPattern(); ok && c.s.checkSubscribe(ident, pat) == nil {
 		pre, post := phoenix.Envelope(p.vsn, ch.joinRef, ch.topic, phoenix.EventBroadcast, nil, nil)
-		ch.subs = append(ch.subs, &channelSub{ch: ch, pattern: pat, broadcast: true, pre: pre, post: post})
+		ch.subs = append(ch.subs, &channelSub{ch: ch, patterns: []broker.Pattern{pat}, broadcast: true, pre: pre, post: post})
 	}
-	if n := p.subscriptions() + len(ch.subs); n > c.s.cfg.MaxSubscriptions {
+	if n := p.subscriptions() + ch.patterns(); n > c.s.cfg.MaxSubscriptions {
 		p.refuseJoin(m, fmt.Sprintf("too many subscriptions: a connection may hold at most %d (bindings and broadcast feeds of all its channels)", c.s.cfg.MaxSubscriptions))
 		return
 	}
@@ -143,7 +160,7 @@ func (p *phoenixConn) join(m *phoenix.Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.sinceWait)
 	defer cancel()
 	for i, sub := range ch.subs {
-		if _, err := c.s.cfg.Broker.Subscribe(ctx, sub, []broker.Pattern{sub.pattern}, nil); err != nil {
+		if _, err := c.s.cfg.Broker.Subscribe(ctx, sub, sub.patterns, nil); err != nil {
 			for _, done := range ch.subs[:i] {
 				c.s.cfg.Broker.Remove(done)
 			}
@@ -163,7 +180,7 @@ func (p *phoenixConn) join(m *phoenix.Message) {
 	}
 	p.channels[ch.topic] = ch
 	p.mu.Unlock()
-	metrics.Subscriptions.Add(float64(len(ch.subs)))
+	metrics.Subscriptions.Add(float64(ch.patterns()))
 
 	if specs == nil {
 		specs = []bindingSpec{}
@@ -188,20 +205,19 @@ func (p *phoenixConn) refuseJoin(m *phoenix.Message, reason string) {
 	p.replyError(m, reason)
 }
 
-// bindingSub validates a postgres_changes binding (setting its id) and
-// makes its subscriber.
-func (ch *channel) bindingSub(b *bindingSpec, ident *auth.Identity) (*channelSub, error) {
+// binding validates a postgres_changes binding (setting its id) and
+// returns it with its select (nil: every column).
+func (ch *channel) binding(b *bindingSpec, ident *auth.Identity) (bd binding, sel map[string]bool, err error) {
 	s := ch.p.c.s
-	sub := &channelSub{ch: ch}
 	switch strings.ToUpper(b.Event) {
 	case "*":
 	case "INSERT", "UPDATE", "DELETE":
-		sub.changeType = strings.ToUpper(b.Event)
+		bd.changeType = strings.ToUpper(b.Event)
 	default:
-		return nil, fmt.Errorf(`event %q: want "*", "INSERT", "UPDATE" or "DELETE"`, b.Event)
+		return bd, nil, fmt.Errorf(`event %q: want "*", "INSERT", "UPDATE" or "DELETE"`, b.Event)
 	}
 	if b.Schema == "" {
-		return nil, errors.New(`"schema" is required (e.g. "public")`)
+		return bd, nil, errors.New(`"schema" is required (e.g. "public")`)
 	}
 	table, filter := "", ""
 	if b.Table != nil {
@@ -211,42 +227,41 @@ func (ch *channel) bindingSub(b *bindingSpec, ident *auth.Identity) (*channelSub
 		filter = *b.Filter
 	}
 	b.ID = phoenix.BindingID(b.Event, b.Schema, table, filter+"\x00"+strings.Join(b.Select, ","))
+	bd.id = b.ID
 	if b.Select != nil {
 		if len(b.Select) == 0 {
-			return nil, errors.New(`"select" is empty: omit it for every column`)
+			return bd, nil, errors.New(`"select" is empty: omit it for every column`)
 		}
-		sub.sel = map[string]bool{}
+		sel = map[string]bool{}
 		for _, c := range b.Select {
 			if c == "" {
-				return nil, errors.New(`"select" has an empty column name`)
+				return bd, nil, errors.New(`"select" has an empty column name`)
 			}
-			sub.sel[c] = true
+			sel[c] = true
 		}
 	}
 	if table == "" || table == "*" {
 		if filter != "" {
-			return nil, errors.New("a filter needs a table")
+			return bd, nil, errors.New("a filter needs a table")
 		}
 		// Every table of the schema: the "*" pattern, narrowed to the
 		// schema on delivery; each event still passes the read rules.
 		if s.cfg.Rules == nil && !s.isAdmin(ident) {
-			return nil, fmt.Errorf("%w: no rules are configured, only the admin role may subscribe", rules.ErrForbidden)
+			return bd, nil, fmt.Errorf("%w: no rules are configured, only the admin role may subscribe", rules.ErrForbidden)
 		}
-		sub.pattern = broker.Pattern{All: true}
-		sub.schema = b.Schema
-	} else {
-		pat, err := bindingPattern(phoenix.Collection(b.Schema, table), filter)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.checkSubscribe(ident, pat); err != nil {
-			return nil, fmt.Errorf("not allowed to read %s.%s: %v", b.Schema, table, err)
-		}
-		sub.pattern = pat
+		bd.pattern = broker.Pattern{All: true}
+		bd.schema = b.Schema
+		return bd, sel, nil
 	}
-	sub.pre, sub.post = phoenix.Envelope(ch.p.vsn, ch.joinRef, ch.topic, phoenix.EventPostgresChanges,
-		[]byte(fmt.Sprintf(`{"ids":[%d],"data":`, b.ID)), []byte("}"))
-	return sub, nil
+	pat, err := bindingPattern(phoenix.Collection(b.Schema, table), filter)
+	if err != nil {
+		return bd, nil, err
+	}
+	if err := s.checkSubscribe(ident, pat); err != nil {
+		return bd, nil, fmt.Errorf("not allowed to read %s.%s: %v", b.Schema, table, err)
+	}
+	bd.pattern = pat
+	return bd, sel, nil
 }
 
 // bindingPattern is the topic pattern of a binding on collection coll
@@ -288,11 +303,13 @@ func validCollection(name string) bool {
 func (ch *channel) recheck(ident *auth.Identity) error {
 	s := ch.p.c.s
 	for _, sub := range ch.subs {
-		if sub.broadcast || sub.pattern.All {
-			continue // checked per event
-		}
-		if err := s.checkSubscribe(ident, sub.pattern); err != nil {
-			return fmt.Errorf("the new token may not read %s: %v", sub.pattern.Collection, err)
+		for _, b := range sub.bindings {
+			if b.pattern.All {
+				continue // checked per event
+			}
+			if err := s.checkSubscribe(ident, b.pattern); err != nil {
+				return fmt.Errorf("the new token may not read %s: %v", b.pattern.Collection, err)
+			}
 		}
 	}
 	return nil
@@ -303,5 +320,14 @@ func (ch *channel) unsubscribe() {
 	for _, sub := range ch.subs {
 		ch.p.c.s.cfg.Broker.Remove(sub)
 	}
-	metrics.Subscriptions.Sub(float64(len(ch.subs)))
+	metrics.Subscriptions.Sub(float64(ch.patterns()))
+}
+
+// patterns counts the channel's broker subscriptions.
+func (ch *channel) patterns() int {
+	n := 0
+	for _, sub := range ch.subs {
+		n += len(sub.patterns)
+	}
+	return n
 }

@@ -453,3 +453,46 @@ func TestSupabaseFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestSupabaseOneMessagePerChange: a change that several bindings of a
+// channel match is one message listing their ids (binding order), and the
+// changes of a transaction arrive in commit order whichever binding they
+// match, as with Supabase.
+func TestSupabaseOneMessagePerChange(t *testing.T) {
+	yes := "true"
+	e := newEnv(t, envOpts{rules: &rules.Config{Collections: map[string]rules.Collection{"posts": {Read: &yes}, "comments": {Read: &yes}}}})
+	c := e.dialPhoenix("vsn=1.0.0")
+	ref := c.push("realtime:multi", phoenix.EventJoin, join(
+		map[string]any{"event": "*", "schema": "public", "table": "posts"},
+		map[string]any{"event": "INSERT", "schema": "public", "table": "posts", "filter": "user_id=eq.ann"},
+		map[string]any{"event": "*", "schema": "public", "table": "comments"},
+	))
+	m := c.read()
+	var r struct {
+		Response struct {
+			PostgresChanges []bindingSpec `json:"postgres_changes"`
+		} `json:"response"`
+	}
+	json.Unmarshal(m.Payload, &r)
+	ids := r.Response.PostgresChanges
+	if *m.Ref != ref || len(ids) != 3 {
+		t.Fatalf("join reply %s", m.Payload)
+	}
+	e.publish(rec("posts", broker.ActionCreate, "1", "user_id", "ann"), rec("comments", broker.ActionCreate, "2"), rec("posts", broker.ActionUpdate, "1", "user_id", "bob"))
+	want := [][]uint32{{ids[0].ID, ids[1].ID}, {ids[2].ID}, {ids[0].ID}}
+	var got [][]uint32
+	for len(got) < len(want) {
+		m := c.read()
+		if m.Event != phoenix.EventPostgresChanges {
+			continue
+		}
+		var p struct {
+			IDs []uint32 `json:"ids"`
+		}
+		json.Unmarshal(m.Payload, &p)
+		got = append(got, p.IDs)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ids per message %v, want %v", got, want)
+	}
+}
