@@ -54,12 +54,13 @@
 //     1001, waiting (bounded by its context) for the sockets to close.
 //
 //   - The Supabase endpoint shares everything above (send queue, write pool,
-//     limits, pings, token expiry, rules): each postgres_changes binding and
-//     each channel's broadcast feed is a broker subscriber of the
-//     connection, whose frame (topic, join_ref, binding id) is fixed at
-//     join; the event's Supabase payload is encoded once per event
-//     (broker.Event.AltEncoding) and framed per subscriber at write time,
-//     the same for both serializers. The join reply and the system message
+//     limits, pings, token expiry, rules): a channel's postgres_changes
+//     bindings and its broadcast feed are broker subscribers of the
+//     connection, so a change reaches a channel once, in commit order,
+//     listing the ids of every binding it matches; the frame (topic,
+//     join_ref) is fixed at join; the event's Supabase payload is encoded
+//     once per event (broker.Event.AltEncoding) and framed per subscriber
+//     at write time, the same for both serializers. The join reply and the system message
 //     "Subscribed to PostgreSQL" are queued before any event of the new
 //     bindings, which are live by then (no gap after it).
 //
