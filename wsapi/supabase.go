@@ -16,7 +16,8 @@ import (
 // The Supabase Realtime endpoint (PROTOCOL section 9): Phoenix channels
 // over the same connection machinery as /realtime (send queue, write
 // pool, limits, pings, token expiry, rules). The wire format lives in
-// wsapi/phoenix; this file and supabase_channel.go are the session.
+// wsapi/phoenix; the session is this file, supabase_channel.go (joins),
+// supabase_broadcast.go and supabase_deliver.go.
 //
 // A connection has one identity, as on /realtime: the last token verified
 // on it (a join's access_token, an access_token event, else the apikey).
