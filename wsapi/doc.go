@@ -1,8 +1,11 @@
 // Package wsapi is pgrealtime's HTTP and WebSocket server: the /realtime
-// endpoint of PROTOCOL.md section 3, the broadcast and connections APIs, and
-// the health, readiness and metrics endpoints.
+// endpoint of PROTOCOL.md section 3, the Supabase Realtime endpoint
+// /realtime/v1/websocket of section 9 (Phoenix channels; wire format in
+// wsapi/phoenix), the broadcast and connections APIs, and the health,
+// readiness and metrics endpoints.
 //
 // Guarantees:
+//
 //   - Each connection is a broker.Subscriber. Deliver and DeliverBatch never block:
 //     they filter the event with the rules (reading the connection's identity
 //     through an atomic pointer, with no lock shared between connections)
@@ -12,6 +15,7 @@
 //     is closed with 4008 from another goroutine and removed from the
 //     broker; the publisher and every other connection are never delayed
 //     by it.
+//
 //   - A connection has no writer goroutine of its own. A connection with
 //     something queued goes on the server's ready list, served in FIFO order
 //     by at most GOMAXPROCS pool workers (started on demand, gone when the
@@ -25,24 +29,40 @@
 //     more WriteTimeout so that the close frame can follow it; then the
 //     socket is dropped). One owner at a time writes a connection, so a
 //     connection receives events in the order the broker delivered them.
+//
 //   - Text frames are encoded by wsapi straight into the cork buffer;
 //     coder/websocket does the handshake, reads, and writes the control
 //     frames (ping, pong, close), each with one write into the cork, and
 //     no data frame follows the close frame.
+//
 //   - Replies to a request are queued on the same queue. The reply to a
 //     subscribe is queued before any event of the new subscription (and
 //     before the replayed events of a subscribe with since), so a client
 //     sees "subscribed" first, then the replay in order, then live events,
 //     with no gap and no duplicate in between.
+//
 //   - A subscribe is all or nothing; subscribe and unsubscribe requests are
 //     rate limited per connection with a token bucket that never waits.
+//
 //   - A connection whose token expires is closed with 4001 at expiry time
 //     unless an auth message refreshed the token first. An auth message
 //     swaps the identity atomically (events are filtered with the new
 //     identity from then on) and drops the subscriptions it may no longer
 //     read.
+//
 //   - Shutdown refuses new upgrades with 503 and closes every socket with
 //     1001, waiting (bounded by its context) for the sockets to close.
+//
+//   - The Supabase endpoint shares everything above (send queue, write pool,
+//     limits, pings, token expiry, rules): a channel's postgres_changes
+//     bindings and its broadcast feed are broker subscribers of the
+//     connection, so a change reaches a channel once, in commit order,
+//     listing the ids of every binding it matches; the frame (topic,
+//     join_ref) is fixed at join; the event's Supabase payload is encoded
+//     once per event (broker.Event.AltEncoding) and framed per subscriber
+//     at write time, the same for both serializers. The join reply and the system message
+//     "Subscribed to PostgreSQL" are queued before any event of the new
+//     bindings, which are live by then (no gap after it).
 //
 // Choices where PROTOCOL.md is silent:
 //   - "posts" and "posts.*" are one subscription (the canonical pattern);
@@ -70,4 +90,15 @@
 //     the admin APIs answer loopback callers only.
 //   - A connection that does not answer a ping within PingInterval is
 //     dropped without a close handshake (it is dead).
+//   - Supabase endpoint: the apikey is checked at join, not at upgrade (a
+//     refused token is a join error the client shows, where an HTTP 401
+//     would make it reconnect forever); a frame that does not decode gets
+//     an error reply on topic "phoenix" and counts towards the 1008 abuse
+//     limit; binary frames are accepted only as serializer 2.0.0 broadcast
+//     pushes with JSON payloads; one identity per socket (the last token
+//     verified on any channel); a channel receives the custom events of
+//     collection <name> when its identity may read <name>; the sender of a
+//     client broadcast is recognised by the event it published (self: false
+//     skips it); presence is accepted with an always-empty state; private
+//     channels are refused.
 package wsapi

@@ -159,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realtime", s.serveRealtime)
+	mux.HandleFunc("GET "+SupabasePath, s.serveSupabase)
+	mux.HandleFunc("POST "+SupabaseBroadcastPath, serveSupabaseREST)
+	mux.HandleFunc("POST "+SupabaseBroadcastPath+"/", serveSupabaseREST)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	})

@@ -20,7 +20,7 @@ var (
 	// Subscriptions: topic patterns held, summed over connections.
 	Subscriptions = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "subscriptions", Help: "Topic patterns subscribed now, summed over connections (a pattern a connection subscribes to twice counts once)."})
 	// EventsReceived: events taken in, by source.
-	EventsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_received_total", Help: "Events taken in, by source: wal (the events of each WAL transaction published to the broker, once even when the transaction is sent again after a reconnect, and pgrealtime.broadcast messages written outside a transaction), notify (valid NOTIFY payloads), http (valid POST /api/broadcast bodies)."}, []string{"source"})
+	EventsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_received_total", Help: "Events taken in, by source: wal (the events of each WAL transaction published to the broker, once even when the transaction is sent again after a reconnect, and pgrealtime.broadcast messages written outside a transaction), notify (valid NOTIFY payloads), http (valid POST /api/broadcast bodies), supabase (client broadcasts allowed on /realtime/v1/websocket)."}, []string{"source"})
 	// EventsDelivered: frames of events written to subscribers' sockets
 	// (counted in wsapi once the frame is written or buffered for the
 	// socket's next write).
