@@ -29,6 +29,7 @@ const (
 	DefaultNotifyChannel     = "pgrealtime"
 	DefaultStatusInterval    = time.Second
 	DefaultSyncInterval      = 30 * time.Second
+	DefaultSyncNoTrigger     = 2 * time.Second
 	DefaultSlotStatsInterval = 10 * time.Second
 	DefaultMinBackoff        = 100 * time.Millisecond
 	DefaultMaxBackoff        = 5 * time.Second
@@ -75,7 +76,10 @@ type Config struct {
 	// inside the server's wal_sender_timeout).
 	StatusInterval time.Duration
 	// SyncInterval is how often the managed publications are re-synced with
-	// the tables (new tables picked up). Negative disables.
+	// the tables (new tables picked up). Zero means DefaultSyncInterval
+	// when the event trigger of sql/setup.sql (TriggerName) is installed,
+	// which publishes new tables in their creating transaction, and
+	// DefaultSyncNoTrigger when it is not. Negative disables.
 	SyncInterval time.Duration
 	// SlotStatsInterval is how often the slot's retained WAL is measured.
 	SlotStatsInterval time.Duration
@@ -157,9 +161,6 @@ func NewReader(cfg Config) (*Reader, error) {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = DefaultStatusInterval
 	}
-	if cfg.SyncInterval == 0 {
-		cfg.SyncInterval = DefaultSyncInterval
-	}
 	if cfg.SlotStatsInterval <= 0 {
 		cfg.SlotStatsInterval = DefaultSlotStatsInterval
 	}
@@ -187,6 +188,12 @@ func NewReader(cfg Config) (*Reader, error) {
 	log := cfg.Logger.With().Str(logComponent, "cdc").Logger()
 	r := &Reader{cfg: cfg, log: log, reason: "replication stream not started", walEvents: metrics.EventsReceived.WithLabelValues("wal")}
 	r.syncer = newSyncer(cfg.Publication, log)
+	switch {
+	case cfg.SyncInterval == 0:
+		r.syncer.interval = DefaultSyncNoTrigger
+	case cfg.SyncInterval > 0:
+		r.syncer.interval = cfg.SyncInterval
+	}
 	return r, nil
 }
 
@@ -449,7 +456,8 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 	now := time.Now()
 	nextStatus := now.Add(r.cfg.StatusInterval)
 	nextStats := now
-	nextSync := now.Add(r.cfg.SyncInterval)
+	syncInterval := r.syncInterval()
+	nextSync := now.Add(syncInterval)
 
 	// ReceiveMessage gets no context: with one, pgconn would set up a
 	// context watcher (a channel and an AfterFunc) for every message. The
@@ -479,7 +487,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				r.slotStats(ctx, conn)
 				nextStats = now.Add(r.cfg.SlotStatsInterval)
 			}
-			if r.cfg.SyncInterval > 0 && !now.Before(nextSync) && !r.dec.inTx() {
+			if syncInterval > 0 && !now.Before(nextSync) && !r.dec.inTx() {
 				got, err := r.syncer.sync(ctx, conn)
 				if err != nil {
 					return err
@@ -487,7 +495,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				if !slices.Equal(got, pubs) {
 					return fmt.Errorf("publications changed to %v: restarting the stream", got)
 				}
-				nextSync = now.Add(r.cfg.SyncInterval)
+				nextSync = now.Add(syncInterval)
 			}
 			if err := nc.SetReadDeadline(nextStatus); err != nil {
 				return fmt.Errorf("set read deadline: %w", err)
@@ -528,6 +536,17 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 			return fmt.Errorf("replication stream: unexpected message %T", msg)
 		}
 	}
+}
+
+// syncInterval is the period of the publication re-sync (Config.SyncInterval).
+func (r *Reader) syncInterval() time.Duration {
+	switch {
+	case r.cfg.SyncInterval != 0:
+		return r.cfg.SyncInterval
+	case r.syncer.hasTrigger, !r.syncer.managed:
+		return DefaultSyncInterval
+	}
+	return DefaultSyncNoTrigger
 }
 
 // handleCopyData handles one message of the stream; published reports

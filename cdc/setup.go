@@ -24,6 +24,12 @@ const ManagedComment = "managed by pgrealtime"
 // (Postgres would otherwise reject UPDATE and DELETE on them).
 const InsertOnlySuffix = "_insert_only"
 
+// TriggerName is the event trigger sql/setup.sql installs (when the role
+// may create event triggers: a superuser in Postgres 15) to add each new
+// table to the right managed publication in the transaction that creates
+// it.
+const TriggerName = "pgrealtime_publish_tables"
+
 // Setup applies sql/setup.sql (idempotent) and synchronises the managed
 // publications: <publication> lists every user table with a primary key or
 // a replica identity, <publication>_insert_only the tables with neither
@@ -44,8 +50,10 @@ func Setup(ctx context.Context, connString, publication string, log zerolog.Logg
 }
 
 // Teardown drops the replication slot (terminating the walsender using it)
-// and the publications Setup created (those with ManagedComment), and
-// deletes the slot's checkpoint. Missing objects are fine.
+// and the publications Setup created (those with ManagedComment), deletes
+// the slot's checkpoint and, when no managed publication is left in the
+// database, drops the event trigger TriggerName and its function. Missing
+// objects are fine.
 func Teardown(ctx context.Context, connString, publication, slot string) error {
 	conn, err := connectRegular(ctx, connString)
 	if err != nil {
@@ -90,6 +98,31 @@ func Teardown(ctx context.Context, connString, publication, slot string) error {
 			return fmt.Errorf("delete checkpoint: %w", err)
 		}
 	}
+	return dropTrigger(ctx, conn)
+}
+
+// dropTrigger removes the event trigger of sql/setup.sql and its function
+// once no managed publication is left in the database (another pgrealtime
+// with another publication may still need them).
+func dropTrigger(ctx context.Context, conn *pgx.Conn) error {
+	var managed, installed bool
+	err := conn.QueryRow(ctx, `SELECT
+		EXISTS (SELECT 1 FROM pg_publication WHERE obj_description(oid, 'pg_publication') = $1),
+		EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = $2) OR to_regprocedure('pgrealtime.publish_tables()') IS NOT NULL`,
+		ManagedComment, TriggerName).Scan(&managed, &installed)
+	if err != nil {
+		return fmt.Errorf("look up event trigger %s: %w", TriggerName, err)
+	}
+	if managed || !installed {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, `DROP EVENT TRIGGER IF EXISTS `+TriggerName+`; DROP FUNCTION IF EXISTS pgrealtime.publish_tables()`); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			return fmt.Errorf("drop event trigger %s: %w: run as a superuser: DROP EVENT TRIGGER %s; DROP FUNCTION pgrealtime.publish_tables()", TriggerName, err, TriggerName)
+		}
+		return fmt.Errorf("drop event trigger %s: %w", TriggerName, err)
+	}
 	return nil
 }
 
@@ -114,14 +147,46 @@ type syncer struct {
 	publication string
 	log         zerolog.Logger
 
-	setupDone   bool
-	warned      map[string]bool
-	userNotice  bool
-	lastStreams []string
+	// interval is the re-sync period the reader uses without the event
+	// trigger (named in the warning); zero when nothing re-syncs.
+	interval time.Duration
+
+	setupDone      bool
+	triggerChecked bool
+	hasTrigger     bool // the event trigger is installed and enabled
+	managed        bool // pgrealtime manages a publication's members
+	warned         map[string]bool
+	userNotice     bool
+	lastStreams    []string
 }
 
 func newSyncer(publication string, log zerolog.Logger) *syncer {
 	return &syncer{publication: publication, log: log, warned: map[string]bool{}}
+}
+
+// checkTrigger looks for the event trigger once and, when the managed
+// publications depend on it and it is missing, says what that means and
+// what to run.
+func (s *syncer) checkTrigger(ctx context.Context, conn pgx.Tx) error {
+	if s.triggerChecked {
+		return nil
+	}
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = $1 AND evtenabled <> 'D')`, TriggerName).Scan(&s.hasTrigger)
+	if err != nil {
+		return fmt.Errorf("look up event trigger %s: %w", TriggerName, err)
+	}
+	s.triggerChecked = true
+	if s.hasTrigger {
+		return nil
+	}
+	window := "until the next publication re-sync"
+	if s.interval > 0 {
+		window = "until the next publication re-sync (every " + s.interval.String() + ")"
+	}
+	s.log.Warn().Str("trigger", TriggerName).Msg("event trigger " + TriggerName + " is not installed (creating an event trigger needs a superuser): " +
+		"a table created while pgrealtime runs is not published " + window + ", and rows written to it before are never streamed; " +
+		"to close this window run sql/setup.sql once as a superuser: psql \"<superuser database url>\" -f sql/setup.sql")
+	return nil
 }
 
 type pubInfo struct {
@@ -230,8 +295,12 @@ func (s *syncer) sync(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 		}
 	}
 
-	if pubs[main].managed || pubs[io].managed {
+	s.managed = pubs[main].managed || pubs[io].managed
+	if s.managed {
 		if err := s.syncMembers(ctx, tx, pubs); err != nil {
+			return nil, err
+		}
+		if err := s.checkTrigger(ctx, tx); err != nil {
 			return nil, err
 		}
 	}
