@@ -325,16 +325,20 @@ func (r *Reader) session(ctx context.Context) (err error) {
 		var s string
 		var delivered *string
 		err := conn.QueryRow(ctx, `SELECT position, delivered FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot).Scan(&s, &delivered)
+		pos, perr := broker.ParsePosition(s)
 		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
+		case err != nil && !errors.Is(err, pgx.ErrNoRows):
 			return fmt.Errorf("read checkpoint: %w", err)
-		default:
-			pos, perr := broker.ParsePosition(s)
-			if perr != nil {
+		case err != nil || perr != nil:
+			if err == nil {
 				r.log.Warn().Str("position", s).Msg("ignoring malformed checkpoint")
-				break
 			}
+			// No checkpoint: the slot streams what follows its confirmed
+			// position, the stream's start (a valid since for clients).
+			base := broker.Position{LSN: uint64(confirmed)}
+			r.cfg.Sink.SetBase(base)
+			r.lastPublished = base
+		default:
 			r.cfg.Sink.SetBase(pos)
 			r.lastPublished, r.ckptPos, r.ckptDelivered = pos, pos, pos
 			if delivered != nil {
