@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgrealtime/pgrealtime/internal/pgtest"
+	pgsql "github.com/pgrealtime/pgrealtime/sql"
 )
 
 // syncBuffer is a log destination safe for concurrent writes.
@@ -223,6 +224,41 @@ func TestNoTriggerWithoutSuperuser(t *testing.T) {
 	waitEvents(t, ctx, sink, 1)
 	if n := strings.Count(logs.String(), want); n != 1 {
 		t.Errorf("the warning is logged %d times after re-syncs, want once", n)
+	}
+	// What the warning says to do: sql/setup.sql once as a superuser. The
+	// reader, restarted as its role, then has the trigger: a table the
+	// role creates is published with its first rows, and nothing is
+	// logged about the trigger.
+	rr.shutdown(t)
+	mustExec(t, ctx, conn, pgsql.Setup)
+	if trigger, function := triggerState(t, ctx, conn); !trigger || !function {
+		t.Fatalf("sql/setup.sql as a superuser: event trigger %v, function %v", trigger, function)
+	}
+	logs2 := &syncBuffer{}
+	rr2 := startReader(t, roleURL, sink, func(c *Config) {
+		c.Slot = rr.cfg.Slot
+		c.DisableNotify = true
+		c.Logger = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs2)).Level(zerolog.InfoLevel)
+	})
+	rr2.waitReady(t, ctx)
+	if strings.Contains(logs2.String(), TriggerName) || strings.Contains(logs2.String(), "cannot re-apply") {
+		t.Errorf("restarted reader logged about the setup:\n%s", logs2.String())
+	}
+	mustExec(t, ctx, rconn, `BEGIN; CREATE TABLE public.later (id int PRIMARY KEY); INSERT INTO public.later VALUES (5); COMMIT`)
+	waitEventList(t, ctx, sink, "late create 1; later create 5")
+
+	// Teardown as that role drops its publications and fails only on the
+	// superuser's trigger, saying what to run.
+	rr2.shutdown(t)
+	err = Teardown(ctx, roleURL, "pgrealtime", rr.cfg.Slot)
+	if err == nil || !strings.Contains(err.Error(), "run as a superuser: DROP EVENT TRIGGER "+TriggerName) {
+		t.Fatalf("teardown as the role: %v, want an error saying what to run", err)
+	}
+	if err := Teardown(ctx, url, "pgrealtime", rr.cfg.Slot); err != nil {
+		t.Fatalf("teardown as a superuser: %v", err)
+	}
+	if trigger, function := triggerState(t, ctx, conn); trigger || function {
+		t.Fatalf("after teardown: event trigger %v, function %v", trigger, function)
 	}
 }
 

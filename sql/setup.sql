@@ -87,7 +87,9 @@ $$;
 -- by pgrealtime' comment and owned by a role with REPLICATION (or a
 -- superuser) are touched; a publication of yours is left alone. A
 -- publication is locked until the transaction that changed it commits, so
--- concurrent transactions that create tables wait for each other.
+-- concurrent transactions that create tables wait for each other. Rows
+-- that CREATE TABLE ... AS or SELECT ... INTO writes while creating its table
+-- are not streamed (the table is published at the end of that command).
 --
 -- Creating an event trigger needs a superuser (Postgres 15). When the role
 -- applying this file is not one, this part is skipped and pgrealtime says so
