@@ -348,7 +348,7 @@ func (e *Event) Encode() ([]byte, error) {
 }
 
 func compactJSON(raw json.RawMessage) []byte {
-	if bytes.IndexAny(raw, "\n\r\t") < 0 {
+	if !bytes.ContainsAny(raw, "\n\r\t") {
 		return raw
 	}
 	var buf bytes.Buffer

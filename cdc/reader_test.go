@@ -1097,7 +1097,7 @@ func TestReaderBatchWindow(t *testing.T) {
 	mustExec(t, ctx, conn, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO items VALUES (i); COMMIT; END LOOP; END $$`, backlog))
 	sink := &timedSink{recSink: newRecSink()}
 	start := time.Now()
-	rr = startReader(t, url, sink, mod)
+	startReader(t, url, sink, mod) // shut down by its cleanup
 	waitEvents(t, ctx, sink.recSink, backlog)
 	// Pausing whenever the 8 KiB read buffer happens to end on a message
 	// boundary would take many times window.

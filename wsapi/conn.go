@@ -114,9 +114,9 @@ type conn struct {
 	subs    subList
 
 	// One timer per connection for the pings and the token's expiry
-	// (tick), under tmu.
+	// (tick), under tmu, on the server's clock.
 	tmu      sync.Mutex
-	timer    *time.Timer
+	timer    timer
 	nextPing time.Time
 	pinging  bool
 }
@@ -164,7 +164,7 @@ func (c *conn) start() {
 		},
 	})
 	c.tmu.Lock()
-	c.nextPing = time.Now().Add(c.s.cfg.PingInterval)
+	c.nextPing = c.s.clock.Now().Add(c.s.cfg.PingInterval)
 	c.tmu.Unlock()
 	c.armExpiry()
 	c.startWriting()
@@ -470,11 +470,12 @@ func (c *conn) armLocked() {
 		}
 		return
 	}
+	d := due.Sub(c.s.clock.Now())
 	if c.timer == nil {
-		c.timer = time.AfterFunc(time.Until(due), c.tick)
+		c.timer = c.s.clock.AfterFunc(d, c.tick)
 		return
 	}
-	c.timer.Reset(time.Until(due))
+	c.timer.Reset(d)
 }
 
 // tick closes the connection with 4001 when its token has expired, and
@@ -485,7 +486,7 @@ func (c *conn) tick() {
 	if c.isDone() {
 		return
 	}
-	now := time.Now()
+	now := c.s.clock.Now()
 	if exp := c.ident.Load().ExpiresAt; !exp.IsZero() && !now.Before(exp) {
 		c.logger().Info().Msg("token expired: closing with 4001")
 		c.closeWith(StatusTokenExpired, "token expired")
@@ -501,8 +502,11 @@ func (c *conn) tick() {
 	if !ping {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.PingInterval)
+	// The pong is awaited for PingInterval on the server's clock.
+	ctx, cancel := context.WithCancel(context.Background())
+	pongWait := c.s.clock.AfterFunc(c.s.cfg.PingInterval, cancel)
 	err := c.ws.Ping(ctx)
+	pongWait.Stop()
 	cancel()
 	if err != nil {
 		if !c.isDone() {
@@ -513,7 +517,7 @@ func (c *conn) tick() {
 	}
 	c.tmu.Lock()
 	c.pinging = false
-	c.nextPing = time.Now().Add(c.s.cfg.PingInterval)
+	c.nextPing = c.s.clock.Now().Add(c.s.cfg.PingInterval)
 	if !c.isDone() {
 		c.armLocked()
 	}

@@ -104,6 +104,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	sinceWait time.Duration // SinceWait; shorter in tests
+	clock     clock         // of the connections' ping and expiry timers; fake in tests
 	writers   writePool
 
 	count   atomic.Int64 // admitted connections, for MaxConnections
@@ -154,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 		conns:   make(map[*conn]struct{}),
 
 		sinceWait: SinceWait,
+		clock:     systemClock{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realtime", s.serveRealtime)
@@ -265,7 +267,7 @@ func tokenFrom(r *http.Request) string {
 func (s *Server) verify(token string) (*auth.Identity, error) {
 	if !s.cfg.Verifier.Enabled() {
 		metrics.TokensRejected.WithLabelValues("invalid").Inc()
-		return nil, fmt.Errorf("%w: token authentication is not configured: set --jwt-secret or --jwks-file", auth.ErrInvalidToken)
+		return nil, fmt.Errorf("%w: token authentication is not configured: set --jwt-secret, --jwks-file or --jwks-url", auth.ErrInvalidToken)
 	}
 	id, err := s.cfg.Verifier.Verify(token)
 	if err != nil {
