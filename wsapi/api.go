@@ -159,8 +159,8 @@ func (b *BroadcastRequest) validate() error {
 		return errors.New(`"collection" is required`)
 	case len(b.Collection) > broker.MaxPatternLen:
 		return fmt.Errorf(`"collection" is longer than %d bytes`, broker.MaxPatternLen)
-	case strings.ContainsAny(b.Collection, ".*") || strings.IndexFunc(b.Collection, unicode.IsSpace) >= 0:
-		return errors.New(`"collection" must not contain ".", "*" or whitespace`)
+	case strings.ContainsAny(b.Collection, ".*?") || strings.IndexFunc(b.Collection, unicode.IsSpace) >= 0:
+		return errors.New(`"collection" must not contain ".", "*", "?" or whitespace`)
 	case b.Event == "":
 		return errors.New(`"event" is required`)
 	case b.RecordID != nil && *b.RecordID == "":

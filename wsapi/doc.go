@@ -52,6 +52,14 @@
 // Choices where PROTOCOL.md is silent:
 //   - "posts" and "posts.*" are one subscription (the canonical pattern);
 //     unsubscribing either removes it. Replies echo the topics as written.
+//     With column filters the same holds for the part before "?"
+//     ("posts?a=eq.1" is "posts.*?a=eq.1"); the filters are part of the
+//     name as written, not reordered ("?a=eq.1&b=eq.2" and "?b=eq.2&a=eq.1"
+//     are two subscriptions delivering the same events, once per connection).
+//   - Filters are also accepted on a record pattern ("posts.7?status=eq.open");
+//     the first "?" always starts the filters, so a record id containing
+//     "?" is reached with a filter on its key column instead. "*" takes no
+//     filters (invalid_topic).
 //   - A subscribe whose since is ahead of the stream waits (up to 10 s)
 //     without holding back live events of the existing subscriptions; if
 //     the stream does not get there, the answer is history_unavailable.
@@ -62,9 +70,9 @@
 //     invalid_token or token_expired), a full server or one shutting down
 //     503. A token presented to a server without keys is refused.
 //   - POST /api/broadcast refuses unknown fields (typos such as recordId)
-//     and collections containing ".", "*" or whitespace; it answers 202
-//     {"accepted":true}. Without a token verifier the admin APIs answer
-//     loopback callers only.
+//     and collections containing ".", "*", "?" or whitespace (no topic could
+//     name them); it answers 202 {"accepted":true}. Without a token verifier
+//     the admin APIs answer loopback callers only.
 //   - A connection that does not answer a ping within PingInterval is
 //     dropped without a close handshake (it is dead).
 package wsapi

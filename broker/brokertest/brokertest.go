@@ -140,6 +140,8 @@ func Run(t *testing.T, newBroker NewBroker) {
 		return r.Events()
 	}
 
+	t.Run("Filters", func(t *testing.T) { runFilters(t, newBroker) })
+
 	t.Run("PatternsMatchByCollectionAndID", func(t *testing.T) {
 		b := newBroker(t, historySize)
 		all, coll, rec, other := NewRecorder(), NewRecorder(), NewRecorder(), NewRecorder()
