@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-go test-browser vet lint deps bench bench-quick clean postgres
+.PHONY: build dev test test-go test-browser test-js vet lint deps bench bench-quick clean postgres
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
@@ -41,7 +41,14 @@ test-go: deps
 test-browser: deps build
 	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
-test: deps vet lint test-go test-browser bench-quick
+# The JavaScript client (clients/js): build, size (<= 4 KB min+gzip, and the
+# inspector's committed copy up to date), type check of the public API, then
+# its tests against the real binary and a throwaway Postgres.
+test-js: deps build
+	cd clients/js && npm ci --no-audit --no-fund && npm run build && npm run typecheck && \
+		PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test --test-concurrency=1 test/
+
+test: deps vet lint test-go test-js test-browser bench-quick
 
 # Benchmarks (issue 6): a throwaway Postgres, pgrealtime as its own process,
 # clients in their own processes. `bench` writes docs/benchmarks.md and

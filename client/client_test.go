@@ -56,6 +56,7 @@ func TestStalledConsumerRecovers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEnv(t, "--send-queue", "8")
+	e.rowBytes = 64 << 10 // 400 rows: 25 MiB, more than the socket buffers hold
 	var st states
 	c, err := client.Dial(ctx, e.srv.URL(), client.Options{EventBuffer: 4, MinBackoff: 50 * time.Millisecond, OnState: st.add})
 	if err != nil {
@@ -191,6 +192,7 @@ func TestHistoryUnavailableGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnv(t, "--history-size", "5", "--send-queue", "8")
+	e.rowBytes = 64 << 10 // more than the socket buffers hold: the server's queue overflows
 	c, err := client.Dial(ctx, e.srv.URL(), client.Options{EventBuffer: 2, MinBackoff: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +208,6 @@ func TestHistoryUnavailableGap(t *testing.T) {
 	waitMetric(ctx, t, e, "pgrealtime_slow_consumer_closes_total")
 	// Every row published (so that what follows the gap is only live).
 	waitMetricAtLeast(ctx, t, e, "pgrealtime_transactions_total", 200)
-	e.exec(ctx, `INSERT INTO posts (id, title) VALUES (1000, 'live')`)
 	var gaps int
 	var before, afterGap []int
 	for {
@@ -218,6 +219,16 @@ func TestHistoryUnavailableGap(t *testing.T) {
 		}
 		if ev.Type == client.TypeGap {
 			gaps++
+			// Live again once the client is connected: then a new row
+			// must arrive.
+			for c.State() != client.StateConnected {
+				select {
+				case <-ctx.Done():
+					t.Fatal("not connected again after the gap")
+				case <-time.After(10 * time.Millisecond): // polling interval
+				}
+			}
+			e.exec(ctx, `INSERT INTO posts (id, title) VALUES (1000, 'live')`)
 			continue
 		}
 		id := recordID(t, ev)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,9 @@ type env struct {
 	t   *testing.T
 	db  string
 	srv *proctest.Server
+	// rowBytes pads each written title to this size: rows big enough to
+	// fill the socket buffers make a stalled client's queue overflow.
+	rowBytes int
 }
 
 const rulesYAML = `collections:
@@ -95,7 +99,11 @@ func (e *env) writer(ctx context.Context, from, to int, pause time.Duration) <-c
 		}
 		defer conn.Close(context.Background())
 		for i := from; i <= to; i++ {
-			if _, err := conn.Exec(ctx, `INSERT INTO posts (id, title) VALUES ($1, $2)`, i, fmt.Sprint("post ", i)); err != nil {
+			title := fmt.Sprint("post ", i)
+			if pad := e.rowBytes - len(title); pad > 0 {
+				title += strings.Repeat("x", pad)
+			}
+			if _, err := conn.Exec(ctx, `INSERT INTO posts (id, title) VALUES ($1, $2)`, i, title); err != nil {
 				done <- err
 				return
 			}

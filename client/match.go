@@ -3,7 +3,7 @@ package client
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
+	"math/big"
 	"strings"
 )
 
@@ -33,40 +33,70 @@ func parseTopic(s string) topic {
 		id = ""
 	}
 	t := topic{collection: coll, id: id}
-	if query != "" {
-		for _, part := range strings.Split(query, "&") {
-			col, rest, _ := strings.Cut(part, "=")
-			op, val, _ := strings.Cut(rest, ".")
-			f := filter{column: col, op: op}
-			if op == "in" {
-				f.values = splitList(val)
-			} else {
-				f.values = []string{val}
-			}
-			t.filters = append(t.filters, f)
+	for query != "" {
+		var f filter
+		var ok bool
+		f, query, ok = parseFilter(query)
+		if !ok {
+			break // the server refused it with invalid_topic already
 		}
+		t.filters = append(t.filters, f)
 	}
 	return t
 }
 
-// splitList splits "(a,"b,c",d)" into its values.
-func splitList(s string) []string {
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "("), ")")
-	var out []string
-	var cur strings.Builder
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			quoted = !quoted
-		case c == ',' && !quoted:
-			out = append(out, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(c)
-		}
+// parseFilter parses "col=op.value" or "col=in.(…)" at the start of s and
+// returns the rest after its "&".
+func parseFilter(s string) (filter, string, bool) {
+	col, s, ok := strings.Cut(s, "=")
+	if !ok {
+		return filter{}, "", false
 	}
-	return append(out, cur.String())
+	op, s, ok := strings.Cut(s, ".")
+	if !ok {
+		return filter{}, "", false
+	}
+	f := filter{column: col, op: op}
+	if op != "in" {
+		v, rest, _ := strings.Cut(s, "&")
+		f.values = []string{v}
+		return f, rest, true
+	}
+	// (a,"b,c",d): quoted values may hold , ) & and \" escapes.
+	if !strings.HasPrefix(s, "(") {
+		return filter{}, "", false
+	}
+	s = s[1:]
+	for s != "" {
+		var v strings.Builder
+		if s[0] == '"' {
+			i := 1
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				v.WriteByte(s[i])
+			}
+			s = s[min(i+1, len(s)):]
+		} else {
+			i := strings.IndexAny(s, ",)")
+			if i < 0 {
+				return filter{}, "", false
+			}
+			v.WriteString(s[:i])
+			s = s[i:]
+		}
+		f.values = append(f.values, v.String())
+		if s == "" {
+			return filter{}, "", false
+		}
+		if s[0] == ')' {
+			_, rest, _ := strings.Cut(s[1:], "&")
+			return f, rest, true
+		}
+		s = s[1:] // ','
+	}
+	return filter{}, "", false
 }
 
 // matches reports whether ev belongs to t: same collection (and record id),
@@ -113,7 +143,7 @@ func (f filter) holds(raw json.RawMessage) bool {
 		return false
 	case "in":
 		for _, v := range f.values {
-			if raw != nil && compare(raw, v) == 0 {
+			if c, ok := compare(raw, v); ok && raw != nil && c == 0 {
 				return true
 			}
 		}
@@ -122,7 +152,10 @@ func (f filter) holds(raw json.RawMessage) bool {
 	if raw == nil || string(raw) == "null" {
 		return false
 	}
-	c := compare(raw, f.values[0])
+	c, ok := compare(raw, f.values[0])
+	if !ok {
+		return false
+	}
 	switch f.op {
 	case "eq":
 		return c == 0
@@ -140,26 +173,21 @@ func (f filter) holds(raw json.RawMessage) bool {
 	return false
 }
 
-// compare compares a JSON value with a filter value: as numbers when the
-// JSON value is a number (and v parses as one), else as text.
-func compare(raw json.RawMessage, v string) int {
+// compare compares a JSON value with a filter value as the server does:
+// as exact decimals when the JSON value is a number (a filter value that is
+// not a number then never matches: ok is false), else as text.
+func compare(raw json.RawMessage, v string) (int, bool) {
 	if len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') {
-		a, errA := strconv.ParseFloat(string(raw), 64)
-		b, errB := strconv.ParseFloat(v, 64)
-		if errA == nil && errB == nil {
-			switch {
-			case a < b:
-				return -1
-			case a > b:
-				return 1
-			}
-			return 0
+		a, okA := new(big.Rat).SetString(string(raw))
+		b, okB := new(big.Rat).SetString(v)
+		if !okA || !okB {
+			return 0, false
 		}
-		return strings.Compare(string(raw), v)
+		return a.Cmp(b), true
 	}
 	var s string
 	if json.Unmarshal(raw, &s) != nil {
-		s = string(raw)
+		s = string(raw) // true, false
 	}
-	return strings.Compare(s, v)
+	return strings.Compare(s, v), true
 }

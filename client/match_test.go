@@ -91,3 +91,26 @@ func TestTokenExpiry(t *testing.T) {
 		t.Error("non-JWT has an expiry")
 	}
 }
+
+// TestTopicMatchesLikeServer: the cases where a naive client would differ
+// from the server's filters (broker/filtermatch.go).
+func TestTopicMatchesLikeServer(t *testing.T) {
+	ev := func(rec string) *Event {
+		return &Event{Type: TypeRecord, Collection: "posts", Action: "create", RecordID: "1", Record: json.RawMessage(rec)}
+	}
+	cases := []struct {
+		topic, rec string
+		want       bool
+	}{
+		{"posts?n=neq.abc", `{"n":5}`, false},      // a number never matches a non-number value
+		{"posts?n=eq.100.50", `{"n":100.5}`, true}, // exact decimals
+		{"posts?n=eq.0.3", `{"n":0.30000000000000004}`, false},
+		{`posts?s=in.("a&b",c)&t=eq.1`, `{"s":"a&b","t":1}`, true}, // & inside quotes
+		{`posts?s=in.("say \"hi\"")`, `{"s":"say \"hi\""}`, true},  // escapes
+	}
+	for _, c := range cases {
+		if got := parseTopic(c.topic).matches(ev(c.rec)); got != c.want {
+			t.Errorf("%s matches %s = %v, want %v", c.topic, c.rec, got, c.want)
+		}
+	}
+}
