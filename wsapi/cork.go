@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -87,6 +88,11 @@ type corkConn struct {
 	// already written. Set before the connection is used.
 	onTimeout func()
 
+	// writing is set while a blocking write is in progress: the socket
+	// did not take everything at once (read without mu, which the write
+	// holds).
+	writing atomic.Bool
+
 	mu     sync.Mutex
 	corked bool
 	noData bool    // the close handshake started: no more data frames
@@ -152,12 +158,14 @@ func (c *corkConn) flushLocked(extra ...[]byte) error {
 		return nil
 	}
 	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	c.writing.Store(true)
 	_, err := bufs.WriteTo(c.Conn) // consumes what was written from bufs
 	if err != nil && c.onTimeout != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.onTimeout()
 		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		_, err = bufs.WriteTo(c.Conn)
 	}
+	c.writing.Store(false)
 	c.release()
 	if err != nil {
 		c.err = err // the deadline stays in the past: later writes fail at once
@@ -347,3 +355,8 @@ func (c *corkConn) stopData() {
 	c.noData = true
 	c.mu.Unlock()
 }
+
+// blocked reports whether a write to the socket is waiting for the peer
+// to take data. A nil corkConn (no socket of its own, in tests) reports
+// true: nothing contradicts it.
+func (c *corkConn) blocked() bool { return c == nil || c.writing.Load() }

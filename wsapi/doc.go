@@ -7,11 +7,25 @@
 //     they filter the event with the rules (reading the connection's identity
 //     through an atomic pointer, with no lock shared between connections)
 //     and put the event's shared, already encoded bytes on the connection's
-//     bounded send queue (a FIFO that grows on demand, at most SendQueue
-//     items; nothing is preallocated). A connection whose queue overflows
-//     is closed with 4008 from another goroutine and removed from the
-//     broker; the publisher and every other connection are never delayed
-//     by it.
+//     send queue (a FIFO that grows on demand; nothing is preallocated). One
+//     Deliver or DeliverBatch (an event, a transaction's events, a replay)
+//     is one message of the queue, and so is a reply.
+//   - The queue is bounded by SendQueue messages, by time rather than at
+//     once: a connection may have up to SendQueue messages queued for any
+//     length of time; past that (a burst: Postgres sends the WAL in bursts,
+//     published faster than any writer can write them), it is closed with
+//     4008 when the messages queued when it went past SendQueue are not
+//     all written within BehindTimeout (default 1 s; so some message has
+//     waited that long, and a client that stopped reading, or reads slower
+//     than the stream, is closed within about twice that once its socket
+//     is full), or at once past HardQueue(SendQueue) (64 times SendQueue,
+//     at least 65 536). The close comes from another goroutine, the
+//     connection is removed from the broker, and the publisher and every
+//     other connection are never delayed by it. A message count alone
+//     cannot tell a burst from a client that stopped reading; the age of
+//     the waiting messages can (measured: a reader that keeps up with 3 000
+//     single-row transactions of 4 KB reaches several hundred messages,
+//     TestFastReaderNeverSlowConsumer).
 //   - A connection has no writer goroutine of its own. A connection with
 //     something queued goes on the server's ready list, served in FIFO order
 //     by at most GOMAXPROCS pool workers (started on demand, gone when the
