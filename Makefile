@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-go test-browser vet bench bench-quick clean postgres
+.PHONY: build dev test test-go test-browser vet cross bench bench-quick clean postgres
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
@@ -30,6 +30,12 @@ postgres:
 vet:
 	$(GO) vet ./...
 
+# The server builds for macOS and Windows too (wsapi's non-blocking
+# write(2) path is Unix-only; elsewhere a portable fallback is used).
+cross:
+	GOOS=darwin $(GO) build ./...
+	GOOS=windows $(GO) build ./...
+
 test-go:
 	$(GO) test -race -timeout 30m ./...
 
@@ -39,7 +45,7 @@ test-go:
 test-browser: build
 	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
-test: vet test-go test-browser bench-quick
+test: vet cross test-go test-browser bench-quick
 
 # Benchmarks (issue 6): a throwaway Postgres, pgrealtime as its own process,
 # clients in their own processes. `bench` writes docs/benchmarks.md and

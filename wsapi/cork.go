@@ -3,7 +3,6 @@ package wsapi
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pgrealtime/pgrealtime/internal/wsframe"
 )
 
 // corkMax bounds what a corked connection holds before it writes: the
@@ -33,10 +34,7 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.cc = &corkConn{Conn: nc, timeout: w.timeout}
-	if sc, ok := nc.(syscall.Conn); ok {
-		w.cc.raw, _ = sc.SyscallConn()
-	}
+	w.cc = &corkConn{Conn: nc, timeout: w.timeout, raw: nonBlockingRaw(nc)}
 	// net/http flushes the response before it hands the connection over;
 	// flush anyway, to the socket itself.
 	if err := brw.Writer.Flush(); err != nil {
@@ -80,7 +78,7 @@ const (
 // so bytes reach the socket in the order they were written.
 type corkConn struct {
 	net.Conn
-	raw     syscall.RawConn // for non-blocking writes; nil: none
+	raw     syscall.RawConn // for non-blocking writes (rawwrite_unix.go); nil: none
 	timeout time.Duration
 	// onTimeout is called (once per flush, under mu) when a flush misses
 	// its deadline; the flush then gets one more timeout to finish, so
@@ -229,29 +227,7 @@ func (c *corkConn) tryUncork() (bool, error) {
 		c.release()
 		return true, nil
 	}
-	b := *c.buf
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for len(b) > 0 {
-			n, err := syscall.Write(int(fd), b)
-			if n > 0 {
-				b = b[n:]
-			}
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = os.NewSyscallError("write", err)
-				}
-				break
-			}
-		}
-		return true // never wait for the socket here
-	})
-	if err == nil {
-		err = werr
-	}
+	b, err := writeNonBlocking(c.raw, *c.buf)
 	if err != nil {
 		c.corked = false
 		c.err = err
@@ -305,19 +281,8 @@ func (c *corkConn) buffered() int {
 // its write buffer), so frames never interleave; stopData keeps data
 // frames from following the close frame.
 func (c *corkConn) writeText(p []byte) error {
-	var hdr [10]byte
-	h := hdr[:2]
-	hdr[0] = 0x81 // FIN, text
-	switch n := len(p); {
-	case n < 126:
-		hdr[1] = byte(n)
-	case n <= 0xFFFF:
-		hdr[1] = 126
-		h = binary.BigEndian.AppendUint16(h, uint16(n))
-	default:
-		hdr[1] = 127
-		h = binary.BigEndian.AppendUint64(h, uint64(n))
-	}
+	var hdr [wsframe.MaxHeader]byte
+	h := wsframe.AppendHeader(hdr[:0], wsframe.OpText, len(p))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {

@@ -39,10 +39,17 @@
 //     more WriteTimeout so that the close frame can follow it; then the
 //     socket is dropped). One owner at a time writes a connection, so a
 //     connection receives events in the order the broker delivered them.
-//   - Text frames are encoded by wsapi straight into the cork buffer;
+//   - Text frames are encoded by wsapi (internal/wsframe, the encoder the
+//     benchmark's fan-out floor uses too) straight into the cork buffer;
 //     coder/websocket does the handshake, reads, and writes the control
 //     frames (ping, pong, close), each with one write into the cork, and
-//     no data frame follows the close frame.
+//     no data frame follows the close frame. TestFramesConformance parses
+//     the raw server stream under mixed concurrent traffic with its own
+//     RFC 6455 parser: whole frames, never interleaved, final, unmasked,
+//     shortest lengths, nothing after the close frame.
+//   - The pool's non-blocking write(2) is Unix-only (rawwrite_unix.go);
+//     elsewhere (Windows) every connection with something to write is
+//     handed to its flusher goroutine, with the same order and deadlines.
 //   - Replies to a request are queued on the same queue. The reply to a
 //     subscribe is queued before any event of the new subscription (and
 //     before the replayed events of a subscribe with since), so a client
