@@ -15,10 +15,11 @@
 //     length of time; past that (a burst: Postgres sends the WAL in bursts,
 //     published faster than any writer can write them), it is closed with
 //     4008 when the messages queued when it went past SendQueue are not
-//     all written within BehindTimeout (default 1 s; so some message has
-//     waited that long, and a client that stopped reading, or reads slower
-//     than the stream, is closed within about twice that once its socket
-//     is full), or at once past HardQueue(SendQueue) (64 times SendQueue,
+//     all written within BehindTimeout (default 1 s) and its socket is
+//     full (a write waits for the client): so some message has waited that
+//     long, and a client that stopped reading, or reads slower than the
+//     stream, is closed within about twice that once its socket is full.
+//     It is closed at once past HardQueue(SendQueue) (64 times SendQueue,
 //     at least 65 536). The close comes from another goroutine, the
 //     connection is removed from the broker, and the publisher and every
 //     other connection are never delayed by it. A message count alone

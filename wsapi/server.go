@@ -83,9 +83,9 @@ type Config struct {
 	MaxMessageBytes int64
 	// SendQueue is how many messages a connection may be behind (queued,
 	// not yet written to its socket) for any length of time. A burst may
-	// take it further for up to BehindTimeout, and never past
-	// HardQueue(SendQueue); a connection still more than SendQueue
-	// messages behind after BehindTimeout is closed with 4008 (see the
+	// take it further, never past HardQueue(SendQueue); a connection
+	// more than SendQueue messages behind whose socket is full and whose
+	// messages have waited BehindTimeout is closed with 4008 (see the
 	// package documentation).
 	SendQueue int
 	// BehindTimeout: see SendQueue.
