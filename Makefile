@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-go test-browser vet cross bench bench-quick clean postgres
+.PHONY: build dev test test-go test-browser test-js test-supabase vet cross lint deps bench bench-quick clean postgres
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
@@ -17,15 +17,13 @@ dev: postgres build
 	./bin/pgrealtime dev $(ARGS)
 
 postgres:
-	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing postgresql (server binaries for the throwaway dev database)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
-	else \
-		echo "PostgreSQL server binaries (initdb, pg_ctl) are missing. Install them, then run make dev again:"; \
-		echo "    sudo apt-get install -y postgresql"; \
-		exit 1; \
-	fi
+	@./scripts/deps.sh postgres
+
+# Installs what the tests need when it is missing (Postgres, Chromium,
+# node/npm, redis-server: as root on Debian/Ubuntu, otherwise it prints the
+# one command to run and stops; staticcheck, pinned, with go install).
+deps:
+	@./scripts/deps.sh
 
 vet:
 	$(GO) vet ./...
@@ -36,26 +34,43 @@ cross:
 	GOOS=darwin $(GO) build ./...
 	GOOS=windows $(GO) build ./...
 
-test-go:
+# staticcheck at the version scripts/deps.sh pins (and installs).
+lint: deps
+	"$$($(GO) env GOBIN | grep . || echo "$$($(GO) env GOPATH)/bin")/staticcheck" ./...
+
+test-go: deps
 	$(GO) test -race -timeout 30m ./...
 
 # Browser test (headless Chromium at /usr/bin/chromium, playwright-core from
 # npm; no browser download): the inspector against the real binary and a
 # throwaway Postgres. See browsertest/inspector.test.mjs.
-test-browser: build
+test-browser: deps build
 	cd browsertest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
-test: vet cross test-go test-browser bench-quick
+# The JavaScript client (clients/js): build, size (<= 4 KB min+gzip, and the
+# inspector's committed copy up to date), type check of the public API, then
+# its tests against the real binary and a throwaway Postgres.
+test-js: deps build
+	cd clients/js && npm ci --no-audit --no-fund && npm run build && npm run typecheck && \
+		PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test --test-concurrency=1 test/
+
+# The unmodified @supabase/supabase-js (Node with ws, and headless Chromium)
+# against /realtime/v1/websocket, the real binary and a throwaway Postgres.
+# See supabasetest/.
+test-supabase: deps build
+	cd supabasetest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
+
+test: deps vet cross lint test-go test-js test-browser test-supabase bench-quick
 
 # Benchmarks (issue 6): a throwaway Postgres, pgrealtime as its own process,
 # clients in their own processes. `bench` writes docs/benchmarks.md and
 # docs/benchmarks.png (under 10 minutes); `bench-quick` (under 2 minutes)
 # only proves that every measurement runs.
-bench: build
+bench: postgres build
 	$(GO) build -o bin/pgrealtime-bench ./cmd/pgrealtime-bench
 	./bin/pgrealtime-bench --pgrealtime bin/pgrealtime --markdown docs/benchmarks.md --chart docs/benchmarks.png
 
-bench-quick: build
+bench-quick: deps build
 	$(GO) build -o bin/pgrealtime-bench ./cmd/pgrealtime-bench
 	./bin/pgrealtime-bench --quick --pgrealtime bin/pgrealtime --markdown bin/benchmarks-quick.md --chart bin/benchmarks-quick.png
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -200,6 +201,10 @@ func (r Row) appendJSON(b []byte) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// AppendValue appends the JSON of a column value (see Column) to b, as
+// Row's encoding writes it.
+func AppendValue(b []byte, v any) ([]byte, error) { return appendValue(b, v) }
+
 func appendValue(b []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
@@ -272,6 +277,10 @@ type Event struct {
 	OldRecord   Row
 	// UnchangedColumns lists TOASTed columns Postgres did not resend.
 	UnchangedColumns []string
+	// ColumnTypes lists the table's columns with their Postgres type names
+	// (record events from the WAL reader; nil otherwise). The slice is
+	// shared by every event of the table: never modify it.
+	ColumnTypes []ColumnType
 	// Data is the custom event's payload (valid JSON), if any.
 	Data json.RawMessage
 	// Timestamp is the commit time (record events, WAL custom events) or the
@@ -285,6 +294,35 @@ type Event struct {
 	// JSON is the wire encoding, set once by the broker before fan-out and
 	// shared by every recipient. Never modify it.
 	JSON []byte
+
+	// alt is a second wire encoding (see AltEncoding).
+	alt atomic.Pointer[[]byte]
+}
+
+// ColumnType is one column of a table with its Postgres type name as in
+// pg_type.typname ("int4", "text", "timestamptz", "_int4" for arrays).
+type ColumnType struct {
+	Name string
+	Type string
+	// Key: the column is part of the record id (primary key, or replica
+	// identity index).
+	Key bool
+}
+
+// AltEncoding returns a second wire encoding of the event (the Supabase
+// endpoint's), made by enc on first use and then shared by every
+// recipient, so that it too is encoded once per event. Concurrent first
+// uses may each call enc; one result wins. enc must be a function of the
+// event alone.
+func (e *Event) AltEncoding(enc func(*Event) []byte) []byte {
+	if p := e.alt.Load(); p != nil {
+		return *p
+	}
+	b := enc(e)
+	if e.alt.CompareAndSwap(nil, &b) {
+		return b
+	}
+	return *e.alt.Load()
 }
 
 // Encode returns the wire JSON of the event (a new slice).
@@ -348,7 +386,7 @@ func (e *Event) Encode() ([]byte, error) {
 }
 
 func compactJSON(raw json.RawMessage) []byte {
-	if bytes.IndexAny(raw, "\n\r\t") < 0 {
+	if !bytes.ContainsAny(raw, "\n\r\t") {
 		return raw
 	}
 	var buf bytes.Buffer

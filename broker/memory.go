@@ -35,7 +35,8 @@ type Memory struct {
 	log zerolog.Logger
 
 	mu       sync.Mutex
-	index    map[topicKey]map[*member]struct{}
+	index    map[topicKey]map[*member]struct{} // unfiltered subscriptions
+	filtered map[topicKey]*filterGroup         // filtered subscriptions
 	members  map[Subscriber]*member
 	seq      uint64    // fan-out sequence, for one delivery per member per event
 	batchSeq uint64    // multi-event transaction sequence
@@ -63,11 +64,24 @@ var _ Broker = (*Memory)(nil)
 type patternSet []patternFrom
 
 type patternFrom struct {
-	key  topicKey
+	key  subKey
+	f    *Filters // nil for an unfiltered pattern
 	from Position
 }
 
-func (ps patternSet) get(k topicKey) (Position, bool) {
+// matches reports whether the pattern matches ev (filters included).
+func (p *patternFrom) matches(ev *Event, er *eventRow) bool {
+	if !keyMatches(p.key.topicKey, ev) {
+		return false
+	}
+	if p.f == nil {
+		return true
+	}
+	row, all := er.get()
+	return all || p.f.matchRow(row)
+}
+
+func (ps patternSet) get(k subKey) (Position, bool) {
 	for i := range ps {
 		if ps[i].key == k {
 			return ps[i].from, true
@@ -76,12 +90,21 @@ func (ps patternSet) get(k topicKey) (Position, bool) {
 	return Position{}, false
 }
 
-func (ps patternSet) has(k topicKey) bool {
+func (ps patternSet) has(k subKey) bool {
 	_, ok := ps.get(k)
 	return ok
 }
 
-func (ps patternSet) without(k topicKey) patternSet {
+func (ps patternSet) find(k subKey) int {
+	for i := range ps {
+		if ps[i].key == k {
+			return i
+		}
+	}
+	return -1
+}
+
+func (ps patternSet) without(k subKey) patternSet {
 	for i := range ps {
 		if ps[i].key == k {
 			return slices.Delete(ps, i, i+1)
@@ -107,11 +130,21 @@ type member struct {
 // {c,id} a record.
 type topicKey struct{ coll, id string }
 
-func keyOf(p Pattern) topicKey {
-	if p.All {
-		return topicKey{}
+// subKey identifies a pattern: its topic key and its filters as written.
+type subKey struct {
+	topicKey
+	filter string
+}
+
+func keyOf(p Pattern) subKey {
+	k := subKey{}
+	if !p.All {
+		k.topicKey = topicKey{p.Collection, p.ID}
 	}
-	return topicKey{p.Collection, p.ID}
+	if p.Filters != nil {
+		k.filter = p.Filters.Text
+	}
+	return k
 }
 
 // NewMemory returns an in-process broker.
@@ -120,11 +153,12 @@ func NewMemory(cfg Config) *Memory {
 		cfg.HistorySize = 0
 	}
 	return &Memory{
-		cfg:     cfg,
-		log:     cfg.Logger.With().Str("component", "broker").Logger(),
-		index:   make(map[topicKey]map[*member]struct{}),
-		members: make(map[Subscriber]*member),
-		history: make([]*Event, cfg.HistorySize),
+		cfg:      cfg,
+		log:      cfg.Logger.With().Str("component", "broker").Logger(),
+		index:    make(map[topicKey]map[*member]struct{}),
+		filtered: make(map[topicKey]*filterGroup),
+		members:  make(map[Subscriber]*member),
+		history:  make([]*Event, cfg.HistorySize),
 	}
 }
 
@@ -261,18 +295,42 @@ func eventKeys(ev *Event) ([4]topicKey, int) {
 // fanoutLocked hands ev to every member with a matching pattern, once each.
 func (m *Memory) fanoutLocked(ev *Event) {
 	m.seq++
-	seq := m.seq
+	m.matchLocked(ev, m.seq, 0)
+}
+
+// matchLocked hands ev to every member with a matching pattern that does
+// not have it yet (hitLocked): a few map lookups for the unfiltered
+// patterns, and the filter index of each topic key.
+func (m *Memory) matchLocked(ev *Event, seq, batch uint64) {
 	keys, n := eventKeys(ev)
+	er := eventRow{ev: ev}
 	for i := 0; i < n; i++ {
-		set := m.index[keys[i]]
-		for mb := range set {
-			if mb.lastSeq == seq {
-				continue
-			}
-			mb.lastSeq = seq
-			mb.sub.Deliver(ev)
+		for mb := range m.index[keys[i]] {
+			m.hitLocked(mb, ev, seq, batch)
+		}
+		if g := m.filtered[keys[i]]; g != nil {
+			m.matchFilteredLocked(g, &er, seq, batch)
 		}
 	}
+}
+
+// hitLocked delivers ev to mb (batch 0) or adds it to mb's batch, unless
+// mb already has event seq.
+func (m *Memory) hitLocked(mb *member, ev *Event, seq, batch uint64) {
+	if mb.lastSeq == seq {
+		return
+	}
+	mb.lastSeq = seq
+	if batch == 0 {
+		mb.sub.Deliver(ev)
+		return
+	}
+	if mb.batchSeq != batch {
+		mb.batchSeq = batch
+		mb.batch = nil
+		m.touched = append(m.touched, mb)
+	}
+	mb.batch = append(mb.batch, ev)
 }
 
 // fanoutBatchLocked hands each member the events of one transaction that
@@ -281,26 +339,12 @@ func (m *Memory) fanoutLocked(ev *Event) {
 func (m *Memory) fanoutBatchLocked(evs []*Event) {
 	m.batchSeq++
 	batch := m.batchSeq
-	touched := m.touched[:0]
+	m.touched = m.touched[:0]
 	for _, ev := range evs {
 		m.seq++
-		seq := m.seq
-		keys, n := eventKeys(ev)
-		for i := 0; i < n; i++ {
-			for mb := range m.index[keys[i]] {
-				if mb.lastSeq == seq {
-					continue
-				}
-				mb.lastSeq = seq
-				if mb.batchSeq != batch {
-					mb.batchSeq = batch
-					mb.batch = nil
-					touched = append(touched, mb)
-				}
-				mb.batch = append(mb.batch, ev)
-			}
-		}
+		m.matchLocked(ev, m.seq, batch)
 	}
+	touched := m.touched
 	for i, mb := range touched {
 		b := mb.batch
 		mb.batch = nil
@@ -315,9 +359,9 @@ func (m *Memory) fanoutBatchLocked(evs []*Event) {
 }
 
 func (mb *member) matches(ev *Event) bool {
-	keys, n := eventKeys(ev)
-	for i := 0; i < n; i++ {
-		if mb.patterns.has(keys[i]) {
+	er := eventRow{ev: ev}
+	for i := range mb.patterns {
+		if mb.patterns[i].matches(ev, &er) {
 			return true
 		}
 	}
@@ -327,9 +371,9 @@ func (mb *member) matches(ev *Event) bool {
 // delivered reports whether one of mb's patterns has delivered ev (it
 // matches ev and was in place before ev).
 func (mb *member) delivered(ev *Event) bool {
-	keys, n := eventKeys(ev)
-	for i := 0; i < n; i++ {
-		if from, ok := mb.patterns.get(keys[i]); ok && from.Less(ev.Position) {
+	er := eventRow{ev: ev}
+	for i := range mb.patterns {
+		if p := &mb.patterns[i]; p.from.Less(ev.Position) && p.matches(ev, &er) {
 			return true
 		}
 	}
@@ -457,11 +501,20 @@ func (m *Memory) Subscribe(ctx context.Context, sub Subscriber, patterns []Patte
 		if mb.patterns.has(k) {
 			continue
 		}
-		mb.patterns = append(mb.patterns, patternFrom{k, from})
-		set := m.index[k]
+		mb.patterns = append(mb.patterns, patternFrom{k, p.Filters, from})
+		if p.Filters != nil {
+			g := m.filtered[k.topicKey]
+			if g == nil {
+				g = newFilterGroup()
+				m.filtered[k.topicKey] = g
+			}
+			g.add(filtered{mb, p.Filters})
+			continue
+		}
+		set := m.index[k.topicKey]
 		if set == nil {
 			set = make(map[*member]struct{})
-			m.index[k] = set
+			m.index[k.topicKey] = set
 		}
 		set[mb] = struct{}{}
 	}
@@ -482,7 +535,7 @@ func (m *Memory) replayLocked(mb *member, patterns []Pattern, since Position) []
 	fresh := &member{patterns: make(patternSet, 0, len(patterns))}
 	for _, p := range patterns {
 		if k := keyOf(p); !fresh.patterns.has(k) {
-			fresh.patterns = append(fresh.patterns, patternFrom{k, since})
+			fresh.patterns = append(fresh.patterns, patternFrom{k, p.Filters, since})
 		}
 	}
 	// Binary search for the first retained event after since.
@@ -521,15 +574,26 @@ func (m *Memory) Unsubscribe(sub Subscriber, patterns []Pattern) {
 	}
 }
 
-func (m *Memory) dropLocked(mb *member, k topicKey) {
-	if !mb.patterns.has(k) {
+func (m *Memory) dropLocked(mb *member, k subKey) {
+	i := mb.patterns.find(k)
+	if i < 0 {
 		return
 	}
+	f := mb.patterns[i].f
 	mb.patterns = mb.patterns.without(k)
-	if set := m.index[k]; set != nil {
+	if f != nil {
+		if g := m.filtered[k.topicKey]; g != nil {
+			g.remove(filtered{mb, f})
+			if g.empty() {
+				delete(m.filtered, k.topicKey)
+			}
+		}
+		return
+	}
+	if set := m.index[k.topicKey]; set != nil {
 		delete(set, mb)
 		if len(set) == 0 {
-			delete(m.index, k)
+			delete(m.index, k.topicKey)
 		}
 	}
 }

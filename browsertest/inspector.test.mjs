@@ -1,6 +1,7 @@
 // Browser test of the inspector page against the real pgrealtime binary and
 // a throwaway Postgres, in headless Chromium (the machine's /usr/bin/chromium;
-// no browser is ever downloaded).
+// no browser is ever downloaded). The page connects through the official
+// JavaScript client (clients/js), so this is also the client's browser test.
 //
 //   open the inspector, paste an admin token, connect, subscribe to posts.*
 //   INSERT with psql → the row appears in the events table
@@ -205,7 +206,10 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   };
   const status = () => page.locator('#status').getAttribute('data-state');
 
-  // 1. Open, paste the token, connect, subscribe.
+  // 1. Open, paste the token, connect, subscribe. The page connects through
+  //    the official client (clients/js), served next to it.
+  const clientLoads = [];
+  page.on('response', (r) => { if (new URL(r.url()).pathname === '/pgrealtime-client.js') clientLoads.push(r.status()); });
   const resp = await page.goto(base + '/');
   assert.equal(resp.status(), 200);
   assert.equal(await page.title(), 'pgrealtime inspector');
@@ -213,6 +217,7 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
   assert.match(await page.locator('#token-info').innerText(), /browsertest.*admin/s);
   await page.click('#connect');
   await waitFor('connected', () => page.waitForSelector('#status[data-state="connected"]', { timeout: 20_000 }));
+  assert.deepEqual(clientLoads, [200], 'the page loaded /pgrealtime-client.js');
   await page.fill('#pattern', 'posts.*');
   await page.click('#subscribe');
   await waitFor('posts.* active', () => page.waitForSelector('#patterns li[data-pattern="posts.*"][data-state="active"]', { timeout: 20_000 }));

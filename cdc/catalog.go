@@ -54,7 +54,7 @@ func (c *pgCatalog) KeyColumns(ctx context.Context, rel *pglogrepl.RelationMessa
 }
 
 const typeInfoSQL = `
-SELECT t.typtype::text, t.typbasetype, t.typelem, t.typcategory::text, coalesce(e.typdelim::text, ',')
+SELECT t.typname::text, t.typtype::text, t.typbasetype, t.typelem, t.typcategory::text, coalesce(e.typdelim::text, ',')
 FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem
 WHERE t.oid = $1::oid`
 
@@ -62,10 +62,10 @@ func (c *pgCatalog) TypeInfo(ctx context.Context, oid uint32) (typeInfo, error) 
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var (
-		typtype, category, delim string
-		base, elem               uint32
+		name, typtype, category, delim string
+		base, elem                     uint32
 	)
-	err := c.conn.QueryRow(ctx, typeInfoSQL, oid).Scan(&typtype, &base, &elem, &category, &delim)
+	err := c.conn.QueryRow(ctx, typeInfoSQL, oid).Scan(&name, &typtype, &base, &elem, &category, &delim)
 	if err == pgx.ErrNoRows {
 		return typeInfo{}, nil
 	}
@@ -74,13 +74,13 @@ func (c *pgCatalog) TypeInfo(ctx context.Context, oid uint32) (typeInfo, error) 
 	}
 	switch {
 	case typtype == "d":
-		return typeInfo{BaseOID: base}, nil
+		return typeInfo{Name: name, BaseOID: base}, nil
 	case category == "A" && elem != 0:
-		ti := typeInfo{ElemOID: elem, Delim: ','}
+		ti := typeInfo{Name: name, ElemOID: elem, Delim: ','}
 		if len(delim) == 1 {
 			ti.Delim = delim[0]
 		}
 		return ti, nil
 	}
-	return typeInfo{}, nil
+	return typeInfo{Name: name}, nil
 }

@@ -20,6 +20,7 @@ const MessagePrefix = "pgrealtime"
 
 // typeInfo describes a type OID that pgx does not know (custom types).
 type typeInfo struct {
+	Name    string // pg_type.typname
 	BaseOID uint32 // domain: its base type
 	ElemOID uint32 // array: its element type
 	Delim   byte   // array: element delimiter
@@ -48,6 +49,9 @@ type relation struct {
 	replIdent  byte
 	cols       []relColumn
 	keyIdx     []int // record-id columns, in key order
+	// types is every column with its type name, shared by the
+	// relation's events (broker.Event.ColumnTypes).
+	types []broker.ColumnType
 }
 
 // span locates one column of a tuple inside the message buffer.
@@ -228,6 +232,13 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 			}
 		}
 	}
+	rel.types = make([]broker.ColumnType, len(rel.cols))
+	for i := range rel.cols {
+		rel.types[i] = broker.ColumnType{Name: rel.cols[i].name, Type: rel.cols[i].typ.name}
+	}
+	for _, k := range rel.keyIdx {
+		rel.types[k].Key = true
+	}
 	d.rels[m.RelationID] = rel
 	return nil
 }
@@ -242,8 +253,29 @@ func (d *decoder) colType(ctx context.Context, oid uint32) (*colType, error) {
 	if err != nil {
 		return nil, err
 	}
+	named := *t // resolveType may return a shared colType
+	if named.name, err = d.typeName(ctx, oid); err != nil {
+		return nil, err
+	}
+	t = &named
 	d.typeCache[oid] = t
 	return t, nil
+}
+
+// typeName is oid's pg_type.typname: from pgx's type map for the types it
+// knows, else from the catalog ("text" when the catalog does not know it).
+func (d *decoder) typeName(ctx context.Context, oid uint32) (string, error) {
+	if pt, ok := d.types.TypeForOID(oid); ok && pt.Name != "" {
+		return pt.Name, nil
+	}
+	ti, err := d.cat.TypeInfo(ctx, oid)
+	if err != nil {
+		return "", fmt.Errorf("type %d: %w", oid, err)
+	}
+	if ti.Name == "" {
+		return "text", nil
+	}
+	return ti.Name, nil
 }
 
 func (d *decoder) resolveType(ctx context.Context, oid uint32, depth int) (*colType, error) {
@@ -315,11 +347,12 @@ func (d *decoder) newEvent(rel *relation, action string) (*broker.Event, error) 
 	ev := &d.evChunk[0]
 	d.evChunk = d.evChunk[1:]
 	*ev = broker.Event{
-		Kind:       broker.KindRecord,
-		Collection: rel.collection,
-		Action:     action,
-		Timestamp:  d.tx.CommitTime,
-		Position:   broker.Position{LSN: d.tx.CommitLSN, Index: d.index},
+		Kind:        broker.KindRecord,
+		Collection:  rel.collection,
+		Action:      action,
+		Timestamp:   d.tx.CommitTime,
+		ColumnTypes: rel.types,
+		Position:    broker.Position{LSN: d.tx.CommitLSN, Index: d.index},
 	}
 	d.tx.Events = append(d.tx.Events, ev)
 	return ev, nil

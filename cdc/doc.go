@@ -39,6 +39,14 @@
 //     BatchWindow after a transaction before it reads again, so that the
 //     next ones are read and handed over together. It never pauses while
 //     received data waits (catching up).
+//   - A dead path to Postgres (no packets, no close) ends the session within
+//     about StatusInterval + ServerTimeout + 2 s: the reader asks for a
+//     reply when the stream is silent, and when none comes checks over its
+//     regular connection that the walsender is not merely busy. On
+//     reconnection, a slot still held by a walsender of this Reader's own
+//     earlier connection (its application_name carries the Reader's run id)
+//     is freed with pg_terminate_backend; a slot held by anything else is
+//     never touched (ErrSlotInUse, retried with backoff).
 //   - NOTIFY events are live only: delivered with PublishLive, not
 //     positioned, lost while the reader is disconnected.
 //   - Malformed custom payloads are logged and counted, never delivered,

@@ -327,8 +327,7 @@ var fixtureCases = []struct {
 
 func TestRecordFixtures(t *testing.T) {
 	if os.Getenv("PGREALTIME_RECORD_FIXTURES") != "1" {
-		t.Log("set PGREALTIME_RECORD_FIXTURES=1 to re-record testdata/cdc (needs Postgres)")
-		return
+		t.Skip("records testdata/cdc only when asked: set PGREALTIME_RECORD_FIXTURES=1 (needs Postgres)")
 	}
 	for _, c := range fixtureCases {
 		t.Run(c.name, func(t *testing.T) {
@@ -401,3 +400,17 @@ func TestRecordFixtures(t *testing.T) {
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 var _ = fmt.Sprintf
+
+// Unasked, TestRecordFixtures reports itself skipped (it records nothing),
+// rather than passing having done nothing.
+func TestRecordFixturesSkipsUnlessAsked(t *testing.T) {
+	t.Setenv("PGREALTIME_RECORD_FIXTURES", "")
+	skipped := false
+	t.Run("TestRecordFixtures", func(t *testing.T) {
+		defer func() { skipped = t.Skipped() }()
+		TestRecordFixtures(t)
+	})
+	if !skipped {
+		t.Fatal("TestRecordFixtures without PGREALTIME_RECORD_FIXTURES=1 did not skip")
+	}
+}

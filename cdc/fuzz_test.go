@@ -25,6 +25,7 @@ func FuzzParseCustomPayload(f *testing.F) {
 		`{"collection":"chat","event":"typing","data":"\u2028<&>"}`,
 		`{"collection":"a.b","event":"e"}`,
 		`{"collection":"*","event":"e"}`,
+		`{"collection":"a?b","event":"e"}`, // "?" starts column filters in a topic
 		`{"collection":"c d","event":"e"}`,
 		`{"collection":"c","event":"e","data":{"a":1}}x`,
 		`{"collection":"c","event":"e","data":` + "\n{\n\"a\" :\t1}\n}",

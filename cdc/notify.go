@@ -38,6 +38,11 @@ func (r *Reader) listen(ctx context.Context) {
 }
 
 func (r *Reader) listenOnce(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	r.mu.Lock()
+	r.dropListener = cancel
+	r.mu.Unlock()
 	conn, err := connectRegular(ctx, r.cfg.ConnString)
 	if err != nil {
 		return err
@@ -50,6 +55,9 @@ func (r *Reader) listenOnce(ctx context.Context) error {
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
+			if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+				return cause
+			}
 			return err
 		}
 		r.handleNotify(ctx, n.Payload)
@@ -66,5 +74,18 @@ func (r *Reader) handleNotify(ctx context.Context, payload string) {
 	metrics.EventsReceived.WithLabelValues("notify").Inc()
 	if err := r.cfg.Sink.PublishLive(ctx, p.ToEvent(timeNow(), zeroPos)); err != nil {
 		r.log.Warn().Err(err).Msg("publish notification event")
+	}
+}
+
+// restartListener makes the NOTIFY listener drop its connection and
+// reconnect: after the replication connection found the path to Postgres
+// dead, the listener's connection, on the same path and idle, would
+// otherwise wait for ever without noticing.
+func (r *Reader) restartListener(cause error) {
+	r.mu.Lock()
+	drop := r.dropListener
+	r.mu.Unlock()
+	if drop != nil {
+		drop(cause)
 	}
 }

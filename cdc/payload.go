@@ -48,8 +48,8 @@ func ParseCustomPayload(b []byte) (CustomPayload, error) {
 	switch {
 	case len(p.Collection) > broker.MaxPatternLen:
 		return p, fmt.Errorf(`"collection" is longer than %d bytes`, broker.MaxPatternLen)
-	case strings.ContainsAny(p.Collection, ".*") || strings.IndexFunc(p.Collection, unicode.IsSpace) >= 0:
-		return p, errors.New(`"collection" must not contain ".", "*" or whitespace`)
+	case strings.ContainsAny(p.Collection, ".*?") || strings.IndexFunc(p.Collection, unicode.IsSpace) >= 0:
+		return p, errors.New(`"collection" must not contain ".", "*", "?" or whitespace`)
 	}
 	if err := requiredString(raw.Event, "event", &p.Event); err != nil {
 		return p, err

@@ -97,6 +97,15 @@ type Config struct {
 	// It adds at most this much latency, and only under dense traffic.
 	// Zero means DefaultBatchWindow; negative disables.
 	BatchWindow time.Duration
+	// ServerTimeout detects a dead path to Postgres (one that stops
+	// carrying packets without closing). When the replication stream has
+	// been silent for a StatusInterval, the reader asks Postgres for a
+	// reply; when none comes within ServerTimeout, it asks over its regular
+	// connection what the walsender is doing, and unless it is busy (a
+	// large transaction being decoded), ends the connection and reconnects,
+	// ending its own dead walsender that still holds the slot. Zero means
+	// DefaultServerTimeout; negative disables.
+	ServerTimeout time.Duration
 }
 
 // DefaultBatchWindow is the default Config.BatchWindow.
@@ -132,6 +141,14 @@ type Reader struct {
 	walEvents prometheus.Counter // metrics.EventsReceived{source="wal"}, looked up once
 	lastTx    time.Time          // when the last transaction was handled (BatchWindow)
 	pauseDue  bool               // dense traffic: pause once everything received is handled
+
+	appName   string    // application_name of the replication connection (carries the run id)
+	heard     bool      // a message arrived since the last status tick
+	lastHeard time.Time // when the last tick found that a message had arrived
+	askReply  bool      // the standby status asks Postgres for an immediate reply
+	askedAt   time.Time // when the unanswered reply request was first sent; zero: none
+
+	dropListener context.CancelCauseFunc // ends the NOTIFY listener's connection (under mu)
 }
 
 // NewReader validates cfg and returns a Reader.
@@ -172,6 +189,9 @@ func NewReader(cfg Config) (*Reader, error) {
 	if cfg.BatchWindow == 0 {
 		cfg.BatchWindow = DefaultBatchWindow
 	}
+	if cfg.ServerTimeout == 0 {
+		cfg.ServerTimeout = DefaultServerTimeout
+	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
 	}
@@ -181,11 +201,13 @@ func NewReader(cfg Config) (*Reader, error) {
 	if err := checkName("slot", cfg.Slot, 63); err != nil {
 		return nil, err
 	}
-	if _, err := pgconn.ParseConfig(cfg.ConnString); err != nil {
+	pcfg, err := pgconn.ParseConfig(cfg.ConnString)
+	if err != nil {
 		return nil, fmt.Errorf("cdc: database url: %w", err)
 	}
 	log := cfg.Logger.With().Str(logComponent, "cdc").Logger()
 	r := &Reader{cfg: cfg, log: log, reason: "replication stream not started", walEvents: metrics.EventsReceived.WithLabelValues("wal")}
+	r.appName = replAppName(pcfg.RuntimeParams["application_name"], newRunID())
 	r.syncer = newSyncer(cfg.Publication, log)
 	return r, nil
 }
@@ -247,6 +269,10 @@ func (r *Reader) Run(ctx context.Context) error {
 			return err
 		}
 		r.setReady(false, "replication stream disconnected: "+err.Error())
+		if errors.Is(err, ErrDeadPath) || pgconn.Timeout(err) {
+			// The listener's idle connection is on the same path.
+			r.restartListener(err)
+		}
 		if time.Since(started) > 30*time.Second {
 			backoff, attempt = r.cfg.MinBackoff, 1
 		}
@@ -354,6 +380,9 @@ func (r *Reader) session(ctx context.Context) (err error) {
 		r.dec.reset()
 	}
 
+	if err := r.takeSlot(ctx, conn, repl.PID()); err != nil {
+		return err
+	}
 	quoted := make([]string, len(pubs))
 	for i, p := range pubs {
 		quoted[i] = `"` + p + `"`
@@ -367,7 +396,7 @@ func (r *Reader) session(ctx context.Context) (err error) {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("start replication: %w", err)
+		return startError(err)
 	}
 	r.log.Info().Str(logSlot, r.cfg.Slot).Strs("publications", pubs).Str(logLSN, r.ackLSN.String()).Msg("replication stream started")
 	r.setReady(true, "")
@@ -380,9 +409,8 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 		return nil, &fatalError{fmt.Errorf("database url: %w", err)}
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "pgrealtime"
-	}
+	cfg.RuntimeParams["application_name"] = r.appName
+	connectTimeout(cfg)
 	// Fixed output formats for the values pgoutput sends as text.
 	cfg.RuntimeParams["TimeZone"] = "UTC"
 	cfg.RuntimeParams["DateStyle"] = "ISO, YMD"
@@ -450,6 +478,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 	nextStatus := now.Add(r.cfg.StatusInterval)
 	nextStats := now
 	nextSync := now.Add(r.cfg.SyncInterval)
+	r.heard, r.lastHeard, r.askReply, r.askedAt = false, now, false, time.Time{}
 
 	// ReceiveMessage gets no context: with one, pgconn would set up a
 	// context watcher (a channel and an AfterFunc) for every message. The
@@ -471,10 +500,13 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 		}
 		now := time.Now()
 		if !now.Before(nextStatus) {
+			r.tickLiveness(now)
 			if err := r.acknowledge(ctx, conn, repl); err != nil {
 				return err
 			}
-			nextStatus = now.Add(r.cfg.StatusInterval)
+			if r.askReply && r.askedAt.IsZero() {
+				r.askedAt = now
+			}
 			if !now.Before(nextStats) {
 				r.slotStats(ctx, conn)
 				nextStats = now.Add(r.cfg.SlotStatsInterval)
@@ -489,6 +521,10 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				}
 				nextSync = now.Add(r.cfg.SyncInterval)
 			}
+			// From now, not from the tick's start: every read waits for
+			// data for a while, however long the tick's work took (a
+			// timeout must mean silence, see checkPath).
+			nextStatus = time.Now().Add(r.cfg.StatusInterval)
 			if err := nc.SetReadDeadline(nextStatus); err != nil {
 				return fmt.Errorf("set read deadline: %w", err)
 			}
@@ -505,10 +541,14 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				return r.finish(conn, repl)
 			}
 			if pgconn.Timeout(err) {
+				if err := r.checkSilence(ctx, conn, repl); err != nil {
+					return err
+				}
 				continue
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
+		r.heard = true
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			published, err := r.handleCopyData(ctx, conn, repl, msg.Data)
@@ -697,6 +737,7 @@ func (r *Reader) sendStatus(repl *pgconn.PgConn) error {
 		WALWritePosition: r.ackLSN,
 		WALFlushPosition: r.ackLSN,
 		WALApplyPosition: r.ackLSN,
+		ReplyRequested:   r.askReply,
 	})
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
@@ -711,6 +752,7 @@ func (r *Reader) finish(conn *pgx.Conn, repl *pgconn.PgConn) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	r.askReply = false // the last status asks for nothing
 	if err := r.acknowledge(ctx, conn, repl); err != nil {
 		r.log.Warn().Err(err).Msg("final acknowledgement")
 	} else if err := endCopy(repl); err != nil {

@@ -331,6 +331,23 @@ func TestReaderValueTypes(t *testing.T) {
 	if n := len(evs[0].Record); n < 25 {
 		t.Errorf("only %d columns", n)
 	}
+	// Every column's type name, as pg_type.typname (the Supabase endpoint's
+	// "columns"): from pgx for the types it knows, else from the catalog.
+	var names []string
+	for _, c := range evs[0].ColumnTypes {
+		n := c.Name + ":" + c.Type
+		if c.Key {
+			n += ":key"
+		}
+		names = append(names, n)
+	}
+	wantTypes := "id:int4:key i2:int2 i4:int4 i8:int8 f4:float4 f8:float8 f8nan:float8 f8inf:float8 f8ninf:float8 " +
+		"num:numeric numnan:numeric b:bool t:text vc:varchar ch:bpchar u:uuid j:json jb:jsonb " +
+		"ia:_int4 ta:_text na:_numeric ba:_bool tstz:timestamptz ts:timestamp d:date tm:time iv:interval " +
+		"by:bytea m:mood ma:_mood ip:inet ci:cidr mac:macaddr dom:posint money:money pt:point n:text tr:tsrange bits:bit"
+	if got := strings.Join(names, " "); got != wantTypes {
+		t.Errorf("column types\n got %s\nwant %s", got, wantTypes)
+	}
 }
 
 func TestReaderUpdates(t *testing.T) {
@@ -1097,7 +1114,7 @@ func TestReaderBatchWindow(t *testing.T) {
 	mustExec(t, ctx, conn, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO items VALUES (i); COMMIT; END LOOP; END $$`, backlog))
 	sink := &timedSink{recSink: newRecSink()}
 	start := time.Now()
-	rr = startReader(t, url, sink, mod)
+	startReader(t, url, sink, mod) // shut down by its cleanup
 	waitEvents(t, ctx, sink.recSink, backlog)
 	// Pausing whenever the 8 KiB read buffer happens to end on a message
 	// boundary would take many times window.

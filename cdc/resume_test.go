@@ -60,11 +60,13 @@ func TestResumeWindowSurvivesRestart(t *testing.T) {
 
 			b2 := broker.NewMemory(broker.Config{HistorySize: 100})
 			fresh := brokertest.NewRecorder()
-			rr2 := startReader(t, url, b2, func(c *Config) { c.Slot = slot })
-			rr2.waitReady(t, ctx)
+			// Subscribed before the reader starts: posts 2, committed while
+			// pgrealtime was down, is live for it however fast the catch-up.
 			if _, err := b2.Subscribe(ctx, fresh, []broker.Pattern{{Collection: "posts"}}, nil); err != nil {
 				t.Fatal(err)
 			}
+			rr2 := startReader(t, url, b2, func(c *Config) { c.Slot = slot })
+			rr2.waitReady(t, ctx)
 			resumed := brokertest.NewRecorder()
 			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 			defer scancel()
@@ -77,7 +79,7 @@ func TestResumeWindowSurvivesRestart(t *testing.T) {
 			mustExec(t, ctx, conn, `INSERT INTO posts VALUES (3)`)
 			resumed.WaitN(t, 2)
 			fresh.WaitN(t, 2)
-			time.Sleep(200 * time.Millisecond)
+			brokertest.Barrier(t, b2, fresh, resumed) // anything extra would be here by now
 			if got := recIDs(fresh.Events()); got != "[posts/create/2 posts/create/3]" {
 				t.Fatalf("fresh client got %s, want [posts/create/2 posts/create/3]", got)
 			}

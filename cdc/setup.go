@@ -101,6 +101,7 @@ func connectRegular(ctx context.Context, connString string) (*pgx.Conn, error) {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "pgrealtime"
 	}
+	connectTimeout(&cfg.Config)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, classifyConnectError("connect", err, false)

@@ -36,6 +36,7 @@ type colType struct {
 	kind  valueKind
 	elem  *colType // kindArray
 	delim byte     // kindArray
+	name  string   // pg_type.typname (set on the column's own type only)
 }
 
 var textType = &colType{kind: kindText}

@@ -22,17 +22,7 @@ import (
 
 // serveRealtime upgrades GET /realtime to a WebSocket session.
 func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
-	if s.closing.Load() {
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect shortly")
-		return
-	}
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
-		w.Header().Set("Upgrade", "websocket")
-		writeError(w, http.StatusUpgradeRequired, "upgrade_required", "/realtime is a WebSocket endpoint: connect with a WebSocket client")
-		return
-	}
-	if origin := r.Header.Get("Origin"); !s.origins.allowed(origin, r.Host) {
-		writeError(w, http.StatusForbidden, "forbidden_origin", fmt.Sprintf("origin %q may not open a WebSocket here (see --allowed-origins)", origin))
+	if !s.upgradable(w, r, "/realtime is a WebSocket endpoint: connect with a WebSocket client") {
 		return
 	}
 	ident := auth.Anon()
@@ -44,6 +34,31 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 		}
 		ident = id
 	}
+	s.accept(w, r, ident, nil)
+}
+
+// upgradable answers a request that cannot be upgraded (shutting down, not
+// a WebSocket upgrade, an Origin not allowed) and reports whether it can.
+func (s *Server) upgradable(w http.ResponseWriter, r *http.Request, notWebSocket string) bool {
+	if s.closing.Load() {
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect shortly")
+		return false
+	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		writeError(w, http.StatusUpgradeRequired, "upgrade_required", notWebSocket)
+		return false
+	}
+	if origin := r.Header.Get("Origin"); !s.origins.allowed(origin, r.Host) {
+		writeError(w, http.StatusForbidden, "forbidden_origin", fmt.Sprintf("origin %q may not open a WebSocket here (see --allowed-origins)", origin))
+		return false
+	}
+	return true
+}
+
+// accept upgrades an admitted request and runs its session; ph is the
+// Phoenix session of a Supabase endpoint connection (nil for /realtime).
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, ident *auth.Identity, ph *phoenixConn) {
 	if n := s.count.Add(1); n > int64(s.cfg.MaxConnections) {
 		s.count.Add(-1)
 		writeError(w, http.StatusServiceUnavailable, "too_many_connections", fmt.Sprintf("the server holds its maximum of %d connections", s.cfg.MaxConnections))
@@ -58,6 +73,9 @@ func (s *Server) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	c := s.newConn(ws, r.RemoteAddr, ident)
+	if ph != nil {
+		ph.c, c.ph = c, ph
+	}
 	c.cork = crw.cc
 	c.cork.onTimeout = func() { c.slow("write timed out") } // the close frame follows what is buffered
 
@@ -159,8 +177,8 @@ func (b *BroadcastRequest) validate() error {
 		return errors.New(`"collection" is required`)
 	case len(b.Collection) > broker.MaxPatternLen:
 		return fmt.Errorf(`"collection" is longer than %d bytes`, broker.MaxPatternLen)
-	case strings.ContainsAny(b.Collection, ".*") || strings.IndexFunc(b.Collection, unicode.IsSpace) >= 0:
-		return errors.New(`"collection" must not contain ".", "*" or whitespace`)
+	case strings.ContainsAny(b.Collection, ".*?") || strings.IndexFunc(b.Collection, unicode.IsSpace) >= 0:
+		return errors.New(`"collection" must not contain ".", "*", "?" or whitespace`)
 	case b.Event == "":
 		return errors.New(`"event" is required`)
 	case b.RecordID != nil && *b.RecordID == "":

@@ -83,20 +83,21 @@ func TestBroadcastHTTP(t *testing.T) {
 	// Bad bodies.
 	badBefore := counterValue(t, metrics.BadPayloads.WithLabelValues("http"))
 	bad := map[string]string{
-		"not json":           `hello`,
-		"array":              `[1]`,
-		"missing collection": `{"event":"x"}`,
-		"missing event":      `{"collection":"chat"}`,
-		"empty collection":   `{"collection":"","event":"x"}`,
-		"dot in collection":  `{"collection":"a.b","event":"x"}`,
-		"star collection":    `{"collection":"*","event":"x"}`,
-		"number event":       `{"collection":"chat","event":5}`,
-		"number record_id":   `{"collection":"chat","event":"x","record_id":5}`,
-		"empty record_id":    `{"collection":"chat","event":"x","record_id":""}`,
-		"unknown field":      `{"collection":"chat","event":"x","recordId":"1"}`,
-		"trailing data":      `{"collection":"chat","event":"x"} {}`,
-		"too big":            `{"collection":"chat","event":"x","data":"` + strings.Repeat("x", MaxBroadcastBytes) + `"}`,
-		"empty":              ``,
+		"not json":            `hello`,
+		"array":               `[1]`,
+		"missing collection":  `{"event":"x"}`,
+		"missing event":       `{"collection":"chat"}`,
+		"empty collection":    `{"collection":"","event":"x"}`,
+		"dot in collection":   `{"collection":"a.b","event":"x"}`,
+		"star collection":     `{"collection":"*","event":"x"}`,
+		"question collection": `{"collection":"a?b","event":"x"}`, // a topic could not name it
+		"number event":        `{"collection":"chat","event":5}`,
+		"number record_id":    `{"collection":"chat","event":"x","record_id":5}`,
+		"empty record_id":     `{"collection":"chat","event":"x","record_id":""}`,
+		"unknown field":       `{"collection":"chat","event":"x","recordId":"1"}`,
+		"trailing data":       `{"collection":"chat","event":"x"} {}`,
+		"too big":             `{"collection":"chat","event":"x","data":"` + strings.Repeat("x", MaxBroadcastBytes) + `"}`,
+		"empty":               ``,
 	}
 	for name, body := range bad {
 		code, m, raw := e.httpDo("POST", "/api/broadcast", admin, body)

@@ -34,6 +34,14 @@ type item struct {
 	raw []byte
 	ev  *broker.Event
 	evs []*broker.Event
+	fr  framer // non-nil: ev or evs go out in another protocol's frames
+}
+
+// framer wraps an event's shared encoding into the frame of one recipient
+// of another protocol (the Supabase endpoint's channels). It appends the
+// frame to b, or returns b unchanged to skip the event.
+type framer interface {
+	appendFrame(b []byte, ev *broker.Event) []byte
 }
 
 // subscription is one of a connection's patterns, with the topic as the
@@ -117,13 +125,16 @@ type conn struct {
 	// under subMu so that /api/connections can read it.
 	limiter *rate.Limiter
 	abuse   *rate.Limiter
-	subMu   sync.Mutex
-	subs    subList
+	// ph is the Phoenix session of a Supabase endpoint connection (nil on
+	// /realtime).
+	ph    *phoenixConn
+	subMu sync.Mutex
+	subs  subList
 
 	// One timer per connection for the pings and the token's expiry
-	// (tick), under tmu.
+	// (tick), under tmu, on the server's clock.
 	tmu      sync.Mutex
-	timer    *time.Timer
+	timer    timer
 	nextPing time.Time
 	pinging  bool
 }
@@ -160,6 +171,18 @@ func (c *conn) logger() *zerolog.Logger {
 func (c *conn) start() {
 	metrics.Connections.Inc()
 	c.logger().Debug().Str(logRemote, c.remote).Str(logRole, c.ident.Load().Role).Msg("connected")
+	if c.ph == nil {
+		c.sendConnected()
+	}
+	c.tmu.Lock()
+	c.nextPing = c.s.clock.Now().Add(c.s.cfg.PingInterval)
+	c.tmu.Unlock()
+	c.armExpiry()
+	c.startWriting()
+}
+
+// sendConnected queues the first message of a /realtime session.
+func (c *conn) sendConnected() {
 	c.sendJSON(connectedMsg{
 		Type:         "connected",
 		ConnectionID: c.id,
@@ -170,11 +193,6 @@ func (c *conn) start() {
 			MaxMessageBytes:  c.s.cfg.MaxMessageBytes,
 		},
 	})
-	c.tmu.Lock()
-	c.nextPing = time.Now().Add(c.s.cfg.PingInterval)
-	c.tmu.Unlock()
-	c.armExpiry()
-	c.startWriting()
 }
 
 // run reads the connection until it closes, then tears it down. It runs
@@ -189,6 +207,9 @@ func (c *conn) run() {
 	c.closing.Wait()
 	c.waitWriter()
 	c.s.cfg.Broker.Remove(c)
+	if c.ph != nil {
+		c.ph.closeAll()
+	}
 	c.tmu.Lock()
 	if c.timer != nil {
 		c.timer.Stop()
@@ -396,14 +417,17 @@ func (c *conn) hold() {
 	c.qmu.Unlock()
 }
 
-// release queues reply (if any), then the deliveries held since hold.
-func (c *conn) release(reply []byte) {
+// release queues the replies (nil ones skipped), then the deliveries held
+// since hold.
+func (c *conn) release(replies ...[]byte) {
 	c.qmu.Lock()
 	held := c.held
 	c.held, c.holding = nil, false
 	ok := true
-	if reply != nil {
-		ok = c.pushLocked(item{raw: reply})
+	for _, r := range replies {
+		if ok && r != nil {
+			ok = c.pushLocked(item{raw: r})
+		}
 	}
 	for i := 0; ok && i < len(held); i++ {
 		ok = c.pushLocked(held[i])
@@ -443,6 +467,8 @@ func countDelivered(ev *broker.Event) {
 
 func (c *conn) write(it item) bool {
 	switch {
+	case it.fr != nil:
+		return c.writeFramed(it)
 	case it.raw != nil:
 		return c.writeFrame(it.raw)
 	case it.ev != nil:
@@ -461,6 +487,39 @@ func (c *conn) write(it item) bool {
 				return false
 			}
 			countDelivered(ev)
+		}
+	}
+	return true
+}
+
+// framePool holds the buffers writeFramed builds frames in (the cork
+// copies a frame, so a buffer is free again once it is written).
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeFramed writes the events of it through its framer.
+func (c *conn) writeFramed(it item) bool {
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	one := func(ev *broker.Event) bool {
+		b := it.fr.appendFrame((*bp)[:0], ev)
+		if len(b) == 0 {
+			return true
+		}
+		ok := c.writeFrame(b)
+		if cap(b) <= 1<<20 {
+			*bp = b[:0]
+		}
+		if ok {
+			countDelivered(ev)
+		}
+		return ok
+	}
+	if it.ev != nil {
+		return one(it.ev)
+	}
+	for _, ev := range it.evs {
+		if c.isDone() || !one(ev) {
+			return false
 		}
 	}
 	return true
@@ -530,11 +589,12 @@ func (c *conn) armLocked() {
 		}
 		return
 	}
+	d := due.Sub(c.s.clock.Now())
 	if c.timer == nil {
-		c.timer = time.AfterFunc(time.Until(due), c.tick)
+		c.timer = c.s.clock.AfterFunc(d, c.tick)
 		return
 	}
-	c.timer.Reset(time.Until(due))
+	c.timer.Reset(d)
 }
 
 // tick closes the connection with 4001 when its token has expired, and
@@ -545,7 +605,7 @@ func (c *conn) tick() {
 	if c.isDone() {
 		return
 	}
-	now := time.Now()
+	now := c.s.clock.Now()
 	if exp := c.ident.Load().ExpiresAt; !exp.IsZero() && !now.Before(exp) {
 		c.logger().Info().Msg("token expired: closing with 4001")
 		c.closeWith(StatusTokenExpired, "token expired")
@@ -561,8 +621,11 @@ func (c *conn) tick() {
 	if !ping {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.PingInterval)
+	// The pong is awaited for PingInterval on the server's clock.
+	ctx, cancel := context.WithCancel(context.Background())
+	pongWait := c.s.clock.AfterFunc(c.s.cfg.PingInterval, cancel)
 	err := c.ws.Ping(ctx)
+	pongWait.Stop()
 	cancel()
 	if err != nil {
 		if !c.isDone() {
@@ -573,7 +636,7 @@ func (c *conn) tick() {
 	}
 	c.tmu.Lock()
 	c.pinging = false
-	c.nextPing = time.Now().Add(c.s.cfg.PingInterval)
+	c.nextPing = c.s.clock.Now().Add(c.s.cfg.PingInterval)
 	if !c.isDone() {
 		c.armLocked()
 	}
@@ -596,7 +659,7 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
-		if typ != websocket.MessageText {
+		if typ != websocket.MessageText && c.ph == nil {
 			c.closeWith(StatusPolicyViolation, "binary frames are not supported: send JSON text frames")
 			return
 		}
@@ -607,6 +670,10 @@ func (c *conn) readLoop() {
 		handled := make(chan struct{})
 		go func() {
 			defer close(handled)
+			if c.ph != nil {
+				c.ph.handle(typ, data)
+				return
+			}
 			c.handle(data)
 		}()
 		<-handled
@@ -627,6 +694,9 @@ func (c *conn) info() connectionInfo {
 		topics = append(topics, s.topic)
 	}
 	c.subMu.Unlock()
+	if c.ph != nil {
+		topics = append(topics, c.ph.topics()...)
+	}
 	sort.Strings(topics)
 	return connectionInfo{
 		ID:            c.id,

@@ -285,28 +285,6 @@ func TestShutdownBounded(t *testing.T) {
 	e.waitFor("connections to drop", func() bool { return e.srv.count.Load() == 0 })
 }
 
-// A peer that does not answer pings is dropped; one that does stays.
-func TestPingDropsDeadPeers(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: func(c *Config) { c.PingInterval = 500 * time.Millisecond }})
-	alive := e.dial("")
-	readErr := make(chan error, 1)
-	go func() { // reading answers pings
-		_, _, err := alive.ws.Read(e.ctx)
-		readErr <- err
-	}()
-	e.dial("") // never reads: never answers a ping
-	e.waitFor("the dead peer to be dropped", func() bool { return e.srv.count.Load() == 1 })
-	time.Sleep(1200 * time.Millisecond) // two more pings
-	if n := e.srv.count.Load(); n != 1 {
-		t.Fatalf("%d connections, want the live one", n)
-	}
-	select {
-	case err := <-readErr:
-		t.Fatalf("live client lost its connection: %v", err)
-	default:
-	}
-}
-
 // Replayed events pass the rules of the subscriber, like live ones.
 func TestReplayFiltersWithRules(t *testing.T) {
 	read := "auth.sub == record.user_id"

@@ -49,6 +49,7 @@ type envOpts struct {
 	cfg     func(*Config)
 	conn    func(net.Conn) net.Conn // wraps every accepted server-side connection
 	timeout time.Duration           // the test's deadline (default 90 s)
+	clock   clock                   // of the ping and expiry timers (default: the system clock)
 }
 
 // newEnv starts a server. Every test gets a deadline through e.ctx.
@@ -97,6 +98,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	if o.since > 0 {
 		srv.sinceWait = o.since
+	}
+	if o.clock != nil {
+		srv.clock = o.clock
 	}
 	hs := httptest.NewUnstartedServer(srv.Handler())
 	if o.conn != nil {

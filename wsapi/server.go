@@ -119,6 +119,7 @@ type Server struct {
 	// queueDepth, when set (tests), sees the depth of a send queue after
 	// each push.
 	queueDepth func(int)
+	clock      clock // of the connections' ping and expiry timers; fake in tests
 	writers    writePool
 
 	count   atomic.Int64 // admitted connections, for MaxConnections
@@ -173,9 +174,13 @@ func New(cfg Config) (*Server, error) {
 
 		sinceWait: SinceWait,
 		hardQueue: HardQueue(cfg.SendQueue),
+		clock:     systemClock{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realtime", s.serveRealtime)
+	mux.HandleFunc("GET "+SupabasePath, s.serveSupabase)
+	mux.HandleFunc("POST "+SupabaseBroadcastPath, serveSupabaseREST)
+	mux.HandleFunc("POST "+SupabaseBroadcastPath+"/", serveSupabaseREST)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	})
@@ -284,7 +289,7 @@ func tokenFrom(r *http.Request) string {
 func (s *Server) verify(token string) (*auth.Identity, error) {
 	if !s.cfg.Verifier.Enabled() {
 		metrics.TokensRejected.WithLabelValues("invalid").Inc()
-		return nil, fmt.Errorf("%w: token authentication is not configured: set --jwt-secret or --jwks-file", auth.ErrInvalidToken)
+		return nil, fmt.Errorf("%w: token authentication is not configured: set --jwt-secret, --jwks-file or --jwks-url", auth.ErrInvalidToken)
 	}
 	id, err := s.cfg.Verifier.Verify(token)
 	if err != nil {

@@ -94,10 +94,18 @@ func errorReply(id *string, code, msg string, topic *string) []byte {
 
 func (c *conn) sendError(id *string, code, msg string, topic *string) {
 	c.enqueue(item{raw: errorReply(id, code, msg, topic)})
-	if code == CodeBadRequest && c.abuse == nil {
+	if code == CodeBadRequest {
+		c.countAbuse()
+	}
+}
+
+// countAbuse counts a bad request; too many in a burst close the
+// connection with 1008.
+func (c *conn) countAbuse() {
+	if c.abuse == nil {
 		c.abuse = rate.NewLimiter(abuseRate, abuseBurst) // on the first one: most connections never need it
 	}
-	if code == CodeBadRequest && !c.abuse.Allow() {
+	if !c.abuse.Allow() {
 		c.closeWith(StatusPolicyViolation, "too many bad requests")
 	}
 }

@@ -1,5 +1,16 @@
 // Package brokertest is the contract every broker.Broker implementation must
 // pass: call Run from the implementation's tests.
+//
+// The suite holds for asynchronous implementations too (events handed to
+// Deliver later, from another goroutine): it never waits for a while to see
+// whether something arrives. Before checking what did or did not arrive it
+// waits on a barrier (Barrier): a sentinel event that the subscribers under
+// test also match, published after everything else, and awaited at each of
+// them. What it assumes of an implementation is that each subscriber
+// receives what is published to it in the order of the Publish,
+// PublishLive and Subscribe calls that produced it, so that whatever
+// arrives before the sentinel, however late, is seen, and fails the check
+// when it should not have arrived.
 package brokertest
 
 import (
@@ -12,68 +23,6 @@ import (
 
 	"github.com/pgrealtime/pgrealtime/broker"
 )
-
-// Recorder is a broker.Subscriber that records what it receives.
-type Recorder struct {
-	mu     sync.Mutex
-	events []*broker.Event
-	units  []int // events per Deliver/DeliverBatch call, in order
-	cond   chan struct{}
-}
-
-// NewRecorder returns an empty Recorder.
-func NewRecorder() *Recorder { return &Recorder{cond: make(chan struct{})} }
-
-// Deliver implements broker.Subscriber.
-func (r *Recorder) Deliver(ev *broker.Event) { r.add(ev) }
-
-// Units returns how many events each Deliver or DeliverBatch call carried.
-func (r *Recorder) Units() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]int(nil), r.units...)
-}
-
-// DeliverBatch implements broker.Subscriber.
-func (r *Recorder) DeliverBatch(evs []*broker.Event) { r.add(evs...) }
-
-func (r *Recorder) add(evs ...*broker.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, evs...)
-	r.units = append(r.units, len(evs))
-	close(r.cond)
-	r.cond = make(chan struct{})
-	r.mu.Unlock()
-}
-
-// Events returns a copy of what was received so far.
-func (r *Recorder) Events() []*broker.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*broker.Event(nil), r.events...)
-}
-
-// WaitN waits until at least n events were received, or fails the test.
-func (r *Recorder) WaitN(t testing.TB, n int) []*broker.Event {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		r.mu.Lock()
-		if len(r.events) >= n {
-			evs := append([]*broker.Event(nil), r.events...)
-			r.mu.Unlock()
-			return evs
-		}
-		ch := r.cond
-		got := len(r.events)
-		r.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %d events, have %d", n, got)
-		}
-	}
-}
 
 // Tx builds a transaction at commit LSN lsn with one event per spec
 // "collection/action/id" (id may be empty).
@@ -160,20 +109,38 @@ func Run(t *testing.T, newBroker NewBroker) {
 			t.Fatalf("publish: %v", err)
 		}
 	}
+	// homes knows, for each Recorder subscribed through subscribe, its
+	// test and broker, for settle.
+	type home struct {
+		t *testing.T
+		b broker.Broker
+	}
+	var homes sync.Map // *Recorder → home
 	subscribe := func(t *testing.T, b broker.Broker, r broker.Subscriber, since *broker.Position, topics ...string) broker.Position {
 		t.Helper()
+		if rec, ok := r.(*Recorder); ok {
+			homes.Store(rec, home{t, b})
+		}
 		pos, err := b.Subscribe(ctx(t), r, pats(t, topics...), since)
 		if err != nil {
 			t.Fatalf("subscribe %v: %v", topics, err)
 		}
 		return pos
 	}
-	// settle gives an asynchronous implementation time to deliver, then
-	// returns what r has.
+	// settle waits on a barrier (every event published so far has reached
+	// r) and returns what r has. r must have been subscribed through
+	// subscribe, to the broker under test.
 	settle := func(r *Recorder) []*broker.Event {
-		time.Sleep(50 * time.Millisecond)
+		h, ok := homes.Load(r)
+		if !ok {
+			panic("brokertest: settle of a Recorder never subscribed through subscribe; call Barrier")
+		}
+		h.(home).t.Helper()
+		Barrier(h.(home).t, h.(home).b, r)
 		return r.Events()
 	}
+
+	t.Run("Filters", func(t *testing.T) { runFilters(t, newBroker) })
 
 	t.Run("PatternsMatchByCollectionAndID", func(t *testing.T) {
 		b := newBroker(t, historySize)
@@ -423,7 +390,8 @@ func Run(t *testing.T, newBroker NewBroker) {
 			t.Fatalf("err = %v, want ErrHistoryUnavailable", err)
 		}
 		publish(t, b, Tx(10000, "posts/create/y"))
-		if got := settle(r); len(got) != 0 {
+		Barrier(t, b, r)
+		if got := r.Events(); len(got) != 0 {
 			t.Fatalf("failed subscribe still subscribed: got %v", ids(got))
 		}
 		// The position just before the oldest retained event is still fine.

@@ -79,8 +79,21 @@ func ms(v float64) string {
 	return fmt.Sprintf("%.0f ms", v)
 }
 
-func verdict(ok bool) string {
-	if ok {
+// fanoutTarget is the fan-out target in deliveries per second (at p99 ≤
+// FanoutP99), printed and checked.
+const fanoutTarget = 100000
+
+// elsewhere are figures the report shows for comparison that this
+// benchmark did not measure, with their source.
+const elsewhere = "Measured elsewhere, not in this run: Centrifugo, as reported in pgrealtime's issue 6 (measured there on this machine with the same kind of client tool, not by this benchmark): fan-out to one channel saturates at 50 000–70 000 deliveries/s with p99 336 ms; about 46 KB of memory per idle connection."
+
+// verdict says whether a target was met; a quick run checks none (its
+// sizes are too small for any target to mean something).
+func (r *results) verdict(ok bool) string {
+	switch {
+	case r.Quick:
+		return "not checked (--quick)"
+	case ok:
 		return "**met**"
 	}
 	return "**missed**"
@@ -134,10 +147,10 @@ func (r *results) markdown() string {
 			}
 			if run.SubscriberErr == "" {
 				w("| %s | %s | %s rows/s (%.2f s from process start to the last row at the subscriber) | %s | ≥ 0.8× pg_recvlogical | %.2f× %s |\n",
-					label, what, thousands(run.Rate), run.Seconds, ref, run.Ratio, verdict(run.Ratio >= 0.8))
+					label, what, thousands(run.Rate), run.Seconds, ref, run.Ratio, r.verdict(run.Ratio >= 0.8))
 			} else {
 				w("| %s | %s | %s rows/s decoded and published (%.2f s), but the subscriber did not get them all: %s | %s | ≥ 0.8× pg_recvlogical, to the subscriber | %.2f× without the subscriber; %s |\n",
-					label, what, thousands(run.Rate), run.Seconds, mdEscape(run.SubscriberErr), ref, run.Ratio, verdict(false))
+					label, what, thousands(run.Rate), run.Seconds, mdEscape(run.SubscriberErr), ref, run.Ratio, r.verdict(false))
 			}
 		}
 	} else {
@@ -157,7 +170,7 @@ func (r *results) markdown() string {
 		target, res := "—", "(no target)"
 		if l.Rate >= 1000 {
 			target = "p50 ≤ 2 ms, p99 ≤ 15 ms"
-			res = verdict(l.Lat.P50 <= 2 && l.Lat.P99 <= 15)
+			res = r.verdict(l.Lat.P50 <= 2 && l.Lat.P99 <= 15)
 		}
 		w("| %s | live latency: %s rows/s (single-row transactions) to %s subscriber(s), commit → client | p50 %s · p99 %s · max %s | | %s | %s |\n",
 			labels[i], thousands(float64(l.Rate)), thousands(float64(l.Subs)), ms(l.Lat.P50), ms(l.Lat.P99), ms(l.Lat.Max), target, res)
@@ -165,9 +178,9 @@ func (r *results) markdown() string {
 	// 3
 	if f := r.Fanout; f != nil && len(f.Steps) > 0 {
 		s := f.Steps[0]
-		w("| 3a | fan-out: one topic, %s subscribers, %d events/s | %s deliveries/s · p50 %s · p99 %s · CPU %.1f s server, %.1f s clients over %.0f s | Centrifugo (issue 6, same kind of tool): saturates at 50 000–70 000/s, p99 336 ms | ≥ 100 000/s at p99 ≤ 100 ms | %s |\n",
+		w("| 3a | fan-out: one topic, %s subscribers, %d events/s | %s deliveries/s · p50 %s · p99 %s · CPU %.1f s server, %.1f s clients over %.0f s | | ≥ %s deliveries/s at p99 ≤ %.0f ms | %s |\n",
 			thousands(float64(f.Subs)), s.Rate, thousands(s.PerSec), ms(s.Lat.P50), ms(s.Lat.P99), s.ServerCPU, s.ClientCPU, s.Seconds,
-			verdict(s.PerSec >= 0.95*float64(s.Rate*f.Subs) && s.Lat.P99 <= c.FanoutP99 && (r.Quick || s.PerSec >= 95000)))
+			thousands(fanoutTarget), c.FanoutP99, r.verdict(s.PerSec >= fanoutTarget && s.Lat.P99 <= c.FanoutP99))
 		best := -1
 		for i, s := range f.Steps {
 			if s.Lat.P99 <= c.FanoutP99 && s.Closed == 0 && (best < 0 || s.Rate > f.Steps[best].Rate) {
@@ -201,8 +214,8 @@ func (r *results) markdown() string {
 			if m.Metrics {
 				heap = fmt.Sprintf(" (Go heap in use %.1f KiB + goroutine stacks %.1f KiB)", p.HeapKB, p.StackKB)
 			}
-			w("| %s | memory: RSS growth per idle subscribed connection at %s connections | %.1f KiB%s | Centrifugo here (issue 6): ~46 KB | ≤ 12 KB | %s |\n",
-				labels[i], thousands(float64(p.Conns)), p.PerConnKB, heap, verdict(p.PerConnKB*1024 <= 12000))
+			w("| %s | memory: RSS growth per idle subscribed connection at %s connections | %.1f KiB%s | | ≤ 12 KB | %s |\n",
+				labels[i], thousands(float64(p.Conns)), p.PerConnKB, heap, r.verdict(p.PerConnKB*1024 <= 12000))
 		} else {
 			w("| %s | memory | %s | | ≤ 12 KB | |\n", labels[i], failed(r.MemoryErr))
 		}
@@ -211,10 +224,10 @@ func (r *results) markdown() string {
 	if wr := r.Writes; r.WritesErr == "" && wr != nil {
 		ps, rs, ts := wr.setup(setupPgrealtime), wr.setup(setupRecv), wr.setup(setupTrigger)
 		pr, rv, tr := ps.Ratio, rs.Ratio, ts.Ratio
-		res := fmt.Sprintf("%.2f×: %s", ratio(pr, rv), verdict(ratio(pr, rv) >= 0.9 && ps.keptUp()))
+		res := fmt.Sprintf("%.2f×: %s", ratio(pr, rv), r.verdict(ratio(pr, rv) >= 0.9 && ps.keptUp()))
 		if !ps.keptUp() {
 			res = fmt.Sprintf("%.2f×, but pgrealtime fell behind the writers (its subscriber had as little as %.0f%% of the rows 5 s after they stopped), so its ratio understates its cost: %s",
-				ratio(pr, rv), 100*ps.minDelivered(), verdict(false))
+				ratio(pr, rv), 100*ps.minDelivered(), r.verdict(false))
 		}
 		if l := ps.maxLagMB(); ps.keptUp() && l > 1 {
 			res += fmt.Sprintf("; pgrealtime was up to %.1f MB of WAL behind when the writers stopped (its subscriber had every row 5 s later), and a consumer that lags leaves the writers more CPU", l)
@@ -228,10 +241,11 @@ func (r *results) markdown() string {
 		w("| 5a | write overhead: %d writers, single-row inserts, %.0f s × %d rounds per setup | writers keep %.2f× of their throughput | pg_recvlogical: %.2f× | ≥ 0.9× pg_recvlogical's | %s |\n",
 			wr.Writers, wr.Seconds, wr.Rounds, pr, rv, res)
 		w("| 5b | write overhead against trigger + pg_notify + LISTEN | %.2f× the trigger's | trigger: %.2f×; pg_recvlogical, Postgres's own decoding with nothing after it: %.2f× the trigger's | ≥ 2× trigger's | %s |\n",
-			ratio(pr, tr), tr, ratio(rv, tr), fmt.Sprintf("%s (every logical-decoding consumer pays the walsender's decoding: the bound here is about pg_recvlogical's %.2f×)", verdict(ratio(pr, tr) >= 2 && ps.keptUp()), ratio(rv, tr)))
+			ratio(pr, tr), tr, ratio(rv, tr), fmt.Sprintf("%s (every logical-decoding consumer pays the walsender's decoding: the bound here is about pg_recvlogical's %.2f×)", r.verdict(ratio(pr, tr) >= 2 && ps.keptUp()), ratio(rv, tr)))
 	} else {
 		w("| 5a | write overhead | %s | | | |\n| 5b | write overhead against the trigger | — | | | |\n", failed(r.WritesErr))
 	}
+	w("\n%s\n", elsewhere)
 	r.details(&b)
 	md := b.String()
 	if c.Markdown != "" {

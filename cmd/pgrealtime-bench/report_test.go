@@ -78,3 +78,61 @@ func TestJSONField(t *testing.T) {
 		t.Errorf("latency = %v, %v; want 2ms", d, ok)
 	}
 }
+
+// summaryLines returns the rows of the report's summary table.
+func summaryLines(md string) []string {
+	var rows []string
+	for _, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(line, "| 1") || strings.HasPrefix(line, "| 2") || strings.HasPrefix(line, "| 3") ||
+			strings.HasPrefix(line, "| 4") || strings.HasPrefix(line, "| 5") {
+			rows = append(rows, line)
+		}
+	}
+	return rows
+}
+
+// The report checks exactly the targets it prints, shows under "reference,
+// same run" only what this run measured, and under --quick claims nothing.
+func TestReportIsHonest(t *testing.T) {
+	r := sampleResults()
+	md := r.markdown()
+	for _, row := range summaryLines(md) {
+		if strings.Contains(row, "Centrifugo") {
+			t.Errorf("a summary row shows Centrifugo, which this run did not measure, under %q:\n%s", "reference, same run", row)
+		}
+	}
+	if !strings.Contains(md, "Measured elsewhere, not in this run: Centrifugo, as reported in pgrealtime's issue 6") {
+		t.Errorf("the report does not say where the Centrifugo figures come from")
+	}
+
+	// The fan-out row prints its target and checks that, not less.
+	for _, c := range []struct {
+		perSec, p99 float64
+		want        string
+	}{
+		{99000, 60, "**missed**"}, {100000, 60, "**met**"}, {150000, 100, "**met**"}, {150000, 101, "**missed**"},
+	} {
+		r.Fanout.Steps[0].PerSec, r.Fanout.Steps[0].Lat.P99 = c.perSec, c.p99
+		var row string
+		for _, l := range summaryLines(r.markdown()) {
+			if strings.HasPrefix(l, "| 3a |") {
+				row = l
+			}
+		}
+		if !strings.Contains(row, "| ≥ 100 000 deliveries/s at p99 ≤ 100 ms | "+c.want+" |") {
+			t.Errorf("%.0f deliveries/s at p99 %.0f ms: want target ≥ 100 000 deliveries/s at p99 ≤ 100 ms %s, got\n%s", c.perSec, c.p99, c.want, row)
+		}
+	}
+
+	// --quick checks no target: no row says met or missed.
+	r = sampleResults()
+	r.Quick, r.Config.Quick = true, true
+	md = r.markdown()
+	checkReport(t, md)
+	if strings.Contains(md, "**met**") || strings.Contains(md, "**missed**") {
+		t.Errorf("a --quick report claims a verdict:\n%s", md)
+	}
+	if n := strings.Count(md, "not checked (--quick)"); n < 8 {
+		t.Errorf("%d rows say %q, want every row with a target (1, 1b, 2a, 3a, 4a, 4b, 5a, 5b)", n, "not checked (--quick)")
+	}
+}

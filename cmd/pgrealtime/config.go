@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pgrealtime/pgrealtime/wsapi/auth"
 	"github.com/pgrealtime/pgrealtime/wsapi/rules"
 )
 
@@ -76,6 +77,11 @@ type Config struct {
 	ConfigFile       string
 	JWTSecret        string
 	JWKSFile         string
+	JWKSURL          string
+	JWKSRefresh      time.Duration // --jwks-refresh-interval
+	JWKSUnknownKID   time.Duration // --jwks-unknown-kid-refresh
+	JWTAudience      []string
+	JWTIssuer        string
 	AdminRole        string
 	MaxConnections   int
 	MaxSubscriptions int
@@ -169,6 +175,17 @@ func identifier(maxLen int, dst func(*Config) *string) func(*Config, string) err
 	}
 }
 
+func atLeastSecond(dst func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < time.Second {
+			return fmt.Errorf("must be a duration of at least 1s (e.g. 30s, 5m, 1h), got %q", v)
+		}
+		*dst(c) = d
+		return nil
+	}
+}
+
 func anyString(dst func(*Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *dst(c) = v; return nil }
 }
@@ -201,10 +218,35 @@ var options = []option{
 		set: nonEmpty(func(c *Config) *string { return &c.NotifyChannel })},
 	{name: "config", devDef: "(built-in demo rules)", help: "rules file (YAML); without one only the admin role may subscribe", cmds: cmdServe | cmdDev,
 		set: anyString(func(c *Config) *string { return &c.ConfigFile })},
-	{name: "jwt-secret", devDef: "(random, printed)", help: "HS256 secret; without it and without --jwks-file every connection is anonymous", cmds: cmdServe | cmdDev | cmdToken,
+	{name: "jwt-secret", devDef: "(random, printed)", help: "HS256 secret; without it, --jwks-file and --jwks-url every connection is anonymous", cmds: cmdServe | cmdDev | cmdToken,
 		set: anyString(func(c *Config) *string { return &c.JWTSecret })},
 	{name: "jwks-file", help: "JWKS file with RS256/ES256 public keys", cmds: cmdServe | cmdDev,
 		set: anyString(func(c *Config) *string { return &c.JWKSFile })},
+	{name: "jwks-url", help: "JWKS URL of an identity provider (RS256/ES256 keys): fetched at start, cached, fetched again in the background; `https://`, or `http://` to localhost only; not with --jwks-file", cmds: cmdServe | cmdDev,
+		set: func(c *Config, v string) error {
+			v = strings.TrimSpace(v)
+			if err := auth.CheckJWKSURL(v); err != nil {
+				return err
+			}
+			c.JWKSURL = v
+			return nil
+		}},
+	{name: "jwks-refresh-interval", def: "5m", help: "how often --jwks-url is fetched again; a key the provider removed is refused from the next fetch on", cmds: cmdServe | cmdDev,
+		set: atLeastSecond(func(c *Config) *time.Duration { return &c.JWKSRefresh })},
+	{name: "jwks-unknown-kid-refresh", def: "30s", help: "a token whose `kid` is not among the cached keys makes the server fetch --jwks-url again, at most once per this duration; its upgrade waits at most 1 s for that fetch", cmds: cmdServe | cmdDev,
+		set: atLeastSecond(func(c *Config) *time.Duration { return &c.JWKSUnknownKID })},
+	{name: "jwt-audience", help: "comma list; when set, a token's `aud` must name one of them (tokens minted by `token` and `dev` carry the first)", cmds: cmdServe | cmdDev | cmdToken,
+		set: func(c *Config, v string) error {
+			c.JWTAudience = nil
+			for _, a := range strings.Split(v, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					c.JWTAudience = append(c.JWTAudience, a)
+				}
+			}
+			return nil
+		}},
+	{name: "jwt-issuer", help: "when set, a token's `iss` must be exactly this (tokens minted by `token` and `dev` carry it)", cmds: cmdServe | cmdDev | cmdToken,
+		set: func(c *Config, v string) error { c.JWTIssuer = strings.TrimSpace(v); return nil }},
 	{name: "admin-role", def: "admin", help: "`role` claim that may subscribe to `*` and bypasses `read` rules", cmds: cmdServe | cmdDev,
 		set: nonEmpty(func(c *Config) *string { return &c.AdminRole })},
 	{name: "max-connections", def: "10000", help: "open WebSockets; further upgrades get HTTP 503", cmds: cmdServe | cmdDev,
@@ -316,15 +358,6 @@ var options = []option{
 			c.Yes = b
 			return nil
 		}},
-}
-
-func lookupOption(name string) *option {
-	for i := range options {
-		if options[i].name == name {
-			return &options[i]
-		}
-	}
-	return nil
 }
 
 // parseConfig parses args (after the subcommand name) and the environment for

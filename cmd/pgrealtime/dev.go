@@ -83,12 +83,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fmt.Errorf("load demo schema: %w", err)
 	}
 
-	exp := time.Now().Add(24 * time.Hour).Unix()
-	adminToken, err := signToken(cfg.JWTSecret, map[string]any{"sub": "admin", "role": cfg.AdminRole, "exp": exp})
+	exp := time.Now().Add(24 * time.Hour)
+	adminToken, err := signToken(cfg.JWTSecret, mintClaims(cfg, "admin", cfg.AdminRole, exp))
 	if err != nil {
 		return err
 	}
-	userToken, err := signToken(cfg.JWTSecret, map[string]any{"sub": "ann", "role": "user", "exp": exp})
+	userToken, err := signToken(cfg.JWTSecret, mintClaims(cfg, "ann", "user", exp))
 	if err != nil {
 		return err
 	}

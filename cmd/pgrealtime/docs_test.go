@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -106,7 +107,7 @@ func TestComposeUsesRealSettings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := compileAccess(cfg, rc); err != nil {
+			if _, _, err := compileAccess(cfg, rc, zerolog.Nop()); err != nil {
 				t.Fatalf("%s: %v", src, err)
 			}
 			cfg.ConfigFile = ""
@@ -191,17 +192,19 @@ func TestReadmeLinks(t *testing.T) {
 }
 
 // TestReadmeListsEveryMetric: every metric defined in internal/metrics is
-// documented in the README.
+// documented in the README, with its help text as its meaning.
 func TestReadmeListsEveryMetric(t *testing.T) {
 	readme := string(repoFile(t, "README.md"))
 	src := string(repoFile(t, "internal/metrics/metrics.go"))
-	names := regexp.MustCompile(`Name: "([a-z_]+)"`).FindAllStringSubmatch(src, -1)
-	if len(names) < 10 {
-		t.Fatalf("found only %d metric names in internal/metrics", len(names))
+	names := regexp.MustCompile(`Name: "([a-z_]+)", Help: "([^"]+)"`).FindAllStringSubmatch(src, -1)
+	if len(names) < 10 || len(names) != strings.Count(src, "Name: ") {
+		t.Fatalf("found %d metric names with a help text in internal/metrics, of %d", len(names), strings.Count(src, "Name: "))
 	}
 	for _, n := range names {
 		if !strings.Contains(readme, "`pgrealtime_"+n[1]+"`") {
 			t.Errorf("README does not document pgrealtime_%s", n[1])
+		} else if row := "| `pgrealtime_" + n[1] + "` | " + n[2] + " |"; !strings.Contains(readme, row) {
+			t.Errorf("README's row of pgrealtime_%s differs from its help text; want\n%s", n[1], row)
 		}
 	}
 }

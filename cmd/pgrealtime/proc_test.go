@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,11 +45,8 @@ func binary(t *testing.T) string {
 		binPath = filepath.Join(binDir, "pgrealtime")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		goTool := "go"
-		if _, err := exec.LookPath("go"); err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		cmd := exec.CommandContext(ctx, goTool, "build", "-o", binPath, ".")
+		// go test puts its own GOROOT/bin first in PATH.
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", binPath, ".")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)

@@ -14,6 +14,7 @@ func TestRuleCompileErrorExit2(t *testing.T) {
 		{"syntax", "collections:\n  posts:\n    read: \"true\"\n  audit:logins:\n    read: \"auth.sub ==\"\n", []string{"--config", `"audit:logins"`}},
 		{"not boolean", "collections:\n  posts:\n    read: \"1 + 1\"\n", []string{"--config", `"posts"`, "boolean"}},
 		{"default", "default:\n  read: \"nope(\"\n", []string{"--config", "default"}},
+		{"broadcast", "collections:\n  chat:\n    broadcast: \"record.x == 1\"\n", []string{"--config", `"chat"`, "broadcast rule"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := writeFile(t, "rules.yaml", tc.yaml)

@@ -95,10 +95,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 			return err
 		}
 	}
-	set, verifier, err := compileAccess(cfg, rc)
+	set, verifier, err := compileAccess(cfg, rc, log)
 	if err != nil {
 		return err
 	}
+	defer verifier.Close()
 	set.Log = log // rule evaluation errors, rate-limited by the rules package
 	if rc == nil {
 		slog.Warn().Str("admin_role", cfg.AdminRole).
@@ -107,8 +108,16 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	if n := len(cfg.JWTSecret); n > 0 && n < 32 {
 		slog.Warn().Int("bytes", n).Msg("--jwt-secret is short: use at least 32 random bytes, anyone who guesses it can mint admin tokens")
 	}
-	if cfg.JWTSecret == "" && cfg.JWKSFile == "" {
-		slog.Warn().Msg("neither --jwt-secret nor --jwks-file: every connection is anonymous")
+	if cfg.JWTSecret == "" && cfg.JWKSFile == "" && cfg.JWKSURL == "" {
+		slog.Warn().Msg("none of --jwt-secret, --jwks-file, --jwks-url: every connection is anonymous")
+	}
+	if cfg.JWKSURL != "" {
+		if n := verifier.RemoteKeys(); n > 0 {
+			slog.Info().Str("jwks_url", cfg.JWKSURL).Int("keys", n).Msg("fetched the signing keys from --jwks-url")
+		} else {
+			slog.Error().Str("jwks_url", cfg.JWKSURL).Dur("retry_every", cfg.JWKSUnknownKID).
+				Msg("no signing keys from --jwks-url yet: RS256/ES256 tokens are refused until a fetch succeeds; serving anyway and fetching again when a token arrives and every --jwks-refresh-interval")
+		}
 	}
 
 	p, err := buildPipeline(cfg, set, verifier, log)
@@ -123,6 +132,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	}
 	slog.Info().Str("publication", cfg.Publication).Str("slot", cfg.Slot).Str("notify_channel", cfg.NotifyChannel).
 		Str("rules", rulesSource(cfg, opt)).Bool("jwt_secret", cfg.JWTSecret != "").Str("jwks_file", cfg.JWKSFile).
+		Str("jwks_url", cfg.JWKSURL).Strs("jwt_audience", cfg.JWTAudience).Str("jwt_issuer", cfg.JWTIssuer).
 		Int("max_connections", cfg.MaxConnections).Int("max_subscriptions", cfg.MaxSubscriptions).
 		Float64("subscribe_rate", cfg.SubscribeRate).Int64("max_message_bytes", cfg.MaxMessageBytes).
 		Int("send_queue", cfg.SendQueue).Int("history_size", cfg.HistorySize).Strs("allowed_origins", cfg.AllowedOrigins).
@@ -201,9 +211,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	return failure
 }
 
-// compileAccess compiles the rules and builds the token verifier: every
-// problem is a configuration error naming the setting.
-func compileAccess(cfg *Config, rc *rules.Config) (*rules.Set, *auth.Verifier, error) {
+// compileAccess compiles the rules and builds the token verifier (which,
+// with --jwks-url, fetches the keys: close it when done): every problem is
+// a configuration error naming the setting.
+func compileAccess(cfg *Config, rc *rules.Config, log zerolog.Logger) (*rules.Set, *auth.Verifier, error) {
 	set, err := rules.Compile(rc, cfg.AdminRole)
 	if err != nil {
 		if cfg.ConfigFile != "" {
@@ -211,12 +222,22 @@ func compileAccess(cfg *Config, rc *rules.Config) (*rules.Set, *auth.Verifier, e
 		}
 		return nil, nil, configErr(cfg.Source("config"), "%v", err)
 	}
+	if cfg.JWKSURL != "" && cfg.JWKSFile != "" {
+		return nil, nil, configErr(cfg.Source("jwks-url"), "cannot be combined with %s: give the keys either as a file or as a URL", cfg.Source("jwks-file"))
+	}
 	jwks, err := readJWKS(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	v, err := auth.NewVerifier(auth.Config{HS256Secret: []byte(cfg.JWTSecret), JWKS: jwks})
+	v, err := auth.NewVerifier(auth.Config{
+		HS256Secret: []byte(cfg.JWTSecret), JWKS: jwks,
+		JWKSURL: cfg.JWKSURL, JWKSRefreshInterval: cfg.JWKSRefresh, JWKSUnknownKIDRefresh: cfg.JWKSUnknownKID,
+		Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer, Logger: log,
+	})
 	if err != nil {
+		if cfg.JWKSURL != "" {
+			return nil, nil, configErr(cfg.Source("jwks-url"), "%v", err)
+		}
 		setting := cfg.Source("jwt-secret")
 		if len(jwks) > 0 {
 			setting = cfg.Source("jwks-file")

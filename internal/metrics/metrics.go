@@ -14,43 +14,46 @@ var Registry = prometheus.NewRegistry()
 const ns = "pgrealtime"
 
 var (
-	// Connections is the number of open WebSocket connections.
-	Connections = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "connections", Help: "Open WebSocket connections."})
-	// Subscriptions is the number of active topic subscriptions.
-	Subscriptions = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "subscriptions", Help: "Active topic subscriptions over all connections."})
-	// EventsReceived counts events by source: wal, notify, http.
-	EventsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_received_total", Help: "Events received, by source (wal, notify, http)."}, []string{"source"})
-	// EventsDelivered counts messages written to sockets, by action
-	// (create, update, delete, truncate, custom).
-	EventsDelivered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_delivered_total", Help: "Events queued to subscribers, by action (create, update, delete, truncate, custom)."}, []string{"action"})
-	// EventsDroppedByRules counts per-subscriber deliveries withheld by a read
-	// rule, and events never broadcast (events: false).
-	EventsDroppedByRules = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dropped_by_rules_total", Help: "Deliveries withheld by rules, by reason (read, events_false, rule_error)."}, []string{"reason"})
-	// SlowConsumerCloses counts connections closed with 4008.
-	SlowConsumerCloses = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "slow_consumer_closes_total", Help: "Connections closed with 4008 because their send queue overflowed."})
-	// RateLimited counts subscribe/unsubscribe requests refused by the rate limit.
-	RateLimited = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_requests_total", Help: "Client requests refused with rate_limited."})
-	// TokensRejected counts refused tokens by reason.
-	TokensRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tokens_rejected_total", Help: "Tokens refused, by reason (invalid, expired)."}, []string{"reason"})
-	// ReplicationLagBytes is the server's current WAL position minus the last
-	// position received.
-	ReplicationLagBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "replication_lag_bytes", Help: "Bytes of WAL the server has written beyond what pgrealtime has received."})
-	// LastCommitSeconds is seconds since the last commit seen on the stream.
-	LastCommitTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_commit_timestamp_seconds", Help: "Unix time of the last commit seen on the stream (compare with time() for lag)."})
-	// ReplicationLagSeconds is the age of the last published commit when it was published.
-	ReplicationLagSeconds = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "replication_lag_seconds", Help: "Seconds between the last transaction's commit and its publication to subscribers."})
-	// SlotRetainedBytes is the WAL the slot keeps the server from recycling.
-	SlotRetainedBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "slot_retained_wal_bytes", Help: "WAL bytes retained by the replication slot (pg_current_wal_lsn() - restart_lsn)."})
-	// Reconnects counts reconnections by connection kind: replication, notify.
-	Reconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "reconnects_total", Help: "Reconnections to Postgres, by connection (replication, notify)."}, []string{"conn"})
-	// BadPayloads counts malformed custom-event payloads by source.
-	BadPayloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bad_payloads_total", Help: "Malformed custom-event payloads, by source (notify, wal, http)."}, []string{"source"})
-	// RuleErrors counts CEL evaluation errors (the record is denied).
-	RuleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rule_errors_total", Help: "Rule evaluation errors (the event is withheld from that subscriber), by collection."}, []string{"collection"})
-	// Transactions counts WAL transactions published.
-	Transactions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "transactions_total", Help: "WAL transactions published to the broker."})
-	// StreamConnected is 1 while the WAL stream is connected.
-	StreamConnected = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "stream_connected", Help: "1 while the replication stream is connected."})
+	// Connections: WebSocket connections from their connected message until
+	// their teardown ends.
+	Connections = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "connections", Help: "WebSocket connections open now (from the connected message until the teardown ends)."})
+	// Subscriptions: topic patterns held, summed over connections.
+	Subscriptions = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "subscriptions", Help: "Topic patterns subscribed now, summed over connections (a pattern a connection subscribes to twice counts once)."})
+	// EventsReceived: events taken in, by source.
+	EventsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_received_total", Help: "Events taken in, by source: wal (the events of each WAL transaction published to the broker, once even when the transaction is sent again after a reconnect, and pgrealtime.broadcast messages written outside a transaction), notify (valid NOTIFY payloads), http (valid POST /api/broadcast bodies), supabase (client broadcasts allowed on /realtime/v1/websocket)."}, []string{"source"})
+	// EventsDelivered: frames of events written to subscribers' sockets
+	// (counted in wsapi once the frame is written or buffered for the
+	// socket's next write).
+	EventsDelivered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_delivered_total", Help: "Events written to subscribers' sockets, one per event and subscriber, replays included (events still queued when a connection closes are not counted), by action (create, update, delete, truncate, custom)."}, []string{"action"})
+	// EventsDroppedByRules: read and rule_error per subscriber (wsapi/rules
+	// Allow), events_false once per event (Prepare).
+	EventsDroppedByRules = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dropped_by_rules_total", Help: "Events withheld by rules, by reason: read (a subscriber's read rule denied the event, or its collection has no read rule; once per subscriber), rule_error (the read rule failed to evaluate; once per subscriber), events_false (the collection has events: false; once per event, whatever the subscribers)."}, []string{"reason"})
+	// SlowConsumerCloses: connections closed with 4008, for either cause.
+	SlowConsumerCloses = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "slow_consumer_closes_total", Help: "Connections closed with 4008: their send queue overflowed, or a write to their socket did not finish within the write timeout."})
+	// RateLimited: subscribe and unsubscribe requests over the per-connection rate.
+	RateLimited = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_requests_total", Help: "Subscribe and unsubscribe requests refused with rate_limited."})
+	// TokensRejected: refused tokens by reason.
+	TokensRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tokens_rejected_total", Help: "Tokens refused (when connecting, in auth messages and on the HTTP API), by reason (invalid, expired)."}, []string{"reason"})
+	// ReplicationLagBytes: the server's reported end of WAL minus the start
+	// of the last message received.
+	ReplicationLagBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "replication_lag_bytes", Help: "WAL bytes between the end of WAL the server last reported and the start of the last message received from it (0 after a keepalive received outside a transaction)."})
+	// LastCommitTimestamp: the commit time of the last transaction received.
+	LastCommitTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_commit_timestamp_seconds", Help: "Unix time of the commit of the last transaction received on the stream (compare with time() for lag)."})
+	// ReplicationLagSeconds: commit to hand-over to the broker, of the last
+	// transaction published.
+	ReplicationLagSeconds = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "replication_lag_seconds", Help: "Seconds from the commit of the last transaction published to the broker (Postgres's clock) to its publication (this process's clock)."})
+	// SlotRetainedBytes: WAL the slot keeps the server from recycling.
+	SlotRetainedBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "slot_retained_wal_bytes", Help: "WAL bytes retained by the replication slot (pg_current_wal_lsn() - restart_lsn), read periodically while streaming."})
+	// Reconnects: retries after a lost or failed connection to Postgres.
+	Reconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "reconnects_total", Help: "Connections to Postgres lost or not made, each followed by a retry after a backoff, by connection (replication, notify)."}, []string{"conn"})
+	// BadPayloads: refused custom events by source.
+	BadPayloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bad_payloads_total", Help: "Custom events refused as malformed, by source: notify and wal (NOTIFY and pgrealtime.broadcast payloads, ignored), http (POST /api/broadcast requests answered 400)."}, []string{"source"})
+	// RuleErrors: read-rule evaluation errors per subscriber and event.
+	RuleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rule_errors_total", Help: "Read-rule evaluation errors, once per subscriber and event (the event is withheld from that subscriber), by collection."}, []string{"collection"})
+	// Transactions: WAL transactions with events published to the broker.
+	Transactions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "transactions_total", Help: "WAL transactions with at least one event published to the broker (once even when sent again after a reconnect)."})
+	// StreamConnected: 1 while the replication stream runs.
+	StreamConnected = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "stream_connected", Help: "1 from the start of replication until the stream fails or stops, else 0."})
 )
 
 func init() {

@@ -187,7 +187,7 @@ func TestVerify(t *testing.T) {
 		{name: "expired RS256", cfg: all, token: sign(t, jwt.SigningMethodRS256, "r1", k.rsa1, with(jwt.MapClaims{"exp": now.Add(-time.Minute).Unix()})), wantErr: ErrTokenExpired, msg: "token expired at"},
 		{name: "expired and forged is a signature error", cfg: all, token: sign(t, jwt.SigningMethodRS256, "r1", k.rsaOther, with(jwt.MapClaims{"exp": now.Add(-time.Minute).Unix()})), wantErr: ErrInvalidToken, msg: "signature does not match"},
 		{name: "not valid yet", cfg: all, token: sign(t, jwt.SigningMethodHS256, "", secret, with(jwt.MapClaims{"nbf": now.Add(time.Hour).Unix()})), wantErr: ErrInvalidToken, msg: "not valid yet"},
-		{name: "no keys configured", cfg: Config{}, token: sign(t, jwt.SigningMethodHS256, "", secret, valid()), wantErr: ErrInvalidToken, msg: "token authentication is not configured: set --jwt-secret or --jwks-file"},
+		{name: "no keys configured", cfg: Config{}, token: sign(t, jwt.SigningMethodHS256, "", secret, valid()), wantErr: ErrInvalidToken, msg: "token authentication is not configured: set --jwt-secret, --jwks-file or --jwks-url"},
 		{name: "sub not a string", cfg: all, token: sign(t, jwt.SigningMethodHS256, "", secret, with(jwt.MapClaims{"sub": 42})), wantErr: ErrInvalidToken, msg: "sub claim must be a string"},
 		{name: "role not a string", cfg: all, token: sign(t, jwt.SigningMethodHS256, "", secret, with(jwt.MapClaims{"role": []string{"admin"}})), wantErr: ErrInvalidToken, msg: "role claim must be a string"},
 		{name: "exp not a number", cfg: all, token: sign(t, jwt.SigningMethodHS256, "", secret, with(jwt.MapClaims{"exp": "tomorrow"})), wantErr: ErrInvalidToken, msg: "exp"},

@@ -47,13 +47,6 @@ type publicKey struct {
 	ec    *ecdsa.PublicKey
 }
 
-func (k *publicKey) describe() string {
-	if k.kid != "" {
-		return fmt.Sprintf("key %q", k.kid)
-	}
-	return fmt.Sprintf("key #%d (no kid)", k.index)
-}
-
 // keySet is the parsed JWKS: verification keys by type.
 type keySet struct {
 	rsa   []*publicKey

@@ -1,11 +1,16 @@
-// Package inspector serves pgrealtime's inspector page: a single
-// self-contained HTML page (inline CSS and JavaScript, no CDN, no build step)
-// that connects to /realtime on the same host with a token, subscribes to
-// topic patterns and shows live events.
+// Package inspector serves pgrealtime's inspector page: an HTML page (inline
+// CSS and JavaScript, no CDN) that connects to /realtime on the same host
+// with a token, subscribes to topic patterns and shows live events.
 //
-// The page is embedded in the binary. Handler answers GET and HEAD for "/"
-// (and "/index.html"); every other path is 404, so the handler can be mounted
-// as the catch-all "GET /" route of the server's mux.
+// The page's connection logic is the official JavaScript client
+// (clients/js): its built bundle, pgrealtime-client.js, is committed here and
+// embedded next to the page, so the binary builds without npm. A test in
+// clients/js fails when the committed bundle is not what the client's source
+// builds to (`npm run build:inspector` updates it).
+//
+// Handler answers GET and HEAD for "/" (and "/index.html") and
+// "/pgrealtime-client.js"; every other path is 404, so the handler can be
+// mounted as the catch-all "GET /" route of the server's mux.
 package inspector
 
 import (
@@ -22,12 +27,19 @@ import (
 //go:embed index.html
 var page []byte
 
+//go:embed pgrealtime-client.js
+var clientJS []byte
+
+// ClientPath is where the page loads the client from.
+const ClientPath = "/pgrealtime-client.js"
+
 // started is the page's Last-Modified time: the page changes only with the
 // binary.
 var started = time.Now()
 
-// csp allows nothing but the page's own inline script and style (by hash) and
-// WebSocket/fetch connections to its own origin.
+// csp allows nothing but the page's own inline script and style (by hash),
+// scripts from its own origin (the client) and WebSocket/fetch connections
+// to its own origin.
 var csp = buildCSP(page)
 
 // Handler returns the handler that serves the inspector page.
@@ -36,7 +48,12 @@ func Handler() http.Handler {
 }
 
 func serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/" && r.URL.Path != "/index.html" {
+	body, ctype := page, "text/html; charset=utf-8"
+	switch r.URL.Path {
+	case "/", "/index.html":
+	case ClientPath:
+		body, ctype = clientJS, "text/javascript; charset=utf-8"
+	default:
 		http.NotFound(w, r)
 		return
 	}
@@ -46,17 +63,17 @@ func serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Type", ctype)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Content-Security-Policy", csp)
-	http.ServeContent(w, r, "index.html", started, bytes.NewReader(page))
+	http.ServeContent(w, r, "", started, bytes.NewReader(body))
 }
 
 var (
-	scriptRE = regexp.MustCompile(`(?s)<script>(.*?)</script>`)
+	scriptRE = regexp.MustCompile(`(?s)<script type="module">(.*?)</script>`)
 	styleRE  = regexp.MustCompile(`(?s)<style>(.*?)</style>`)
 )
 
@@ -70,7 +87,7 @@ func buildCSP(p []byte) string {
 		return strings.Join(out, " ")
 	}
 	return "default-src 'none'; " +
-		"script-src " + hashes(scriptRE) + "; " +
+		"script-src 'self' " + hashes(scriptRE) + "; " +
 		"style-src " + hashes(styleRE) + "; " +
 		"connect-src 'self' ws: wss:; img-src 'self' data:; " +
 		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

@@ -51,7 +51,7 @@ func TestHandlerServesPage(t *testing.T) {
 		`id="detail-json"`, `id="pause"`, `id="clear"`, `id="notices"`,
 		`id="count-received"`, `id="count-create"`, `id="count-update"`, `id="count-delete"`,
 		`id="count-truncate"`, `id="count-custom"`, `id="count-duplicates"`, `id="last-position"`,
-		`'/realtime'`, `access_token=`,
+		`'/realtime'`, `access_token=`, `from './pgrealtime-client.js'`,
 	} {
 		if !strings.Contains(body, id) {
 			t.Errorf("page lacks %s", id)
@@ -67,6 +67,14 @@ func TestHandlerServesPage(t *testing.T) {
 	resp, body = get(t, srv, http.MethodHead, "/")
 	if resp.StatusCode != http.StatusOK || body != "" {
 		t.Errorf("HEAD /: status %d, %d body bytes", resp.StatusCode, len(body))
+	}
+	// The client the page imports, from the same origin.
+	resp, body = get(t, srv, http.MethodGet, ClientPath)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/javascript; charset=utf-8" {
+		t.Fatalf("GET %s: status %d, Content-Type %q", ClientPath, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if !strings.Contains(body, "createClient") || strings.Contains(body, "import ") {
+		t.Errorf("GET %s: not the self-contained client bundle", ClientPath)
 	}
 	if resp, _ = get(t, srv, http.MethodGet, "/nope"); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET /nope: status %d, want 404", resp.StatusCode)
@@ -84,6 +92,9 @@ func TestCSPCoversInlineCode(t *testing.T) {
 	}
 	if n := len(styleRE.FindAll(page, -1)); n != 1 {
 		t.Fatalf("page has %d inline styles, want 1", n)
+	}
+	if !strings.Contains(csp, "script-src 'self' 'sha256-") {
+		t.Errorf("CSP must allow the same-origin client: %s", csp)
 	}
 	if strings.Count(csp, "'sha256-") != 2 {
 		t.Fatalf("CSP lacks the hashes: %s", csp)

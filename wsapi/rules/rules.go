@@ -65,6 +65,10 @@ type Collection struct {
 	Read        *string  `yaml:"read"`
 	OmitColumns []string `yaml:"omit_columns"`
 	Events      *bool    `yaml:"events"`
+	// Broadcast decides who may send client broadcasts to the collection
+	// over the Supabase endpoint: CEL over auth, collection and event
+	// (default false). See broadcast.go.
+	Broadcast *string `yaml:"broadcast"`
 }
 
 // Variables of a read rule.
@@ -92,6 +96,7 @@ type Set struct {
 	Log zerolog.Logger
 
 	env        *cel.Env
+	bcast      broadcastRules
 	bindings   map[string]*binding // listed collections
 	defRule    *rule               // default.read; nil: deny
 	defOmit    map[string]struct{} // default.omit_columns
@@ -153,6 +158,9 @@ func Compile(cfg *Config, adminRole string) (*Set, error) {
 	s := &Set{adminRole: adminRole, Log: zerolog.Nop(), env: env, bindings: map[string]*binding{}}
 	if cfg == nil {
 		return s, nil
+	}
+	if s.bcast, err = compileBroadcast(cfg); err != nil {
+		return nil, err
 	}
 	if d := cfg.Default; d != nil {
 		if d.Read != nil {
@@ -499,6 +507,7 @@ func (s *Set) Prepare(ev *broker.Event) bool {
 		ev.Record = ev.Record.Without(b.omit)
 		ev.OldRecord = ev.OldRecord.Without(b.omit)
 		ev.UnchangedColumns = withoutNames(ev.UnchangedColumns, b.omit)
+		ev.ColumnTypes = withoutColumnTypes(ev.ColumnTypes, b.omit)
 		if ev.Kind == broker.KindCustom {
 			ev.Data = withoutKeys(ev.Data, b.omit)
 		}

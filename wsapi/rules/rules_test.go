@@ -31,7 +31,6 @@ func counter(t testing.TB, c prometheus.Counter) float64 {
 }
 
 func str(s string) *string { return &s }
-func boolp(b bool) *bool   { return &b }
 
 func compile(t testing.TB, yml string) *Set {
 	t.Helper()
@@ -622,7 +621,8 @@ collections:
 	}
 	// Prepare twice is harmless.
 	ev = rec("create", "posts", "id", int64(1), "secret", "x")
-	if !s.Prepare(ev) || !s.Prepare(ev) || !s.Allow(nil, ev) {
+	first, second := s.Prepare(ev), s.Prepare(ev)
+	if !first || !second || !s.Allow(nil, ev) {
 		t.Fatal("double Prepare")
 	}
 }
