@@ -65,6 +65,12 @@
 //     sees "subscribed" first, then the replay in order, then live events,
 //     with no gap and no duplicate in between.
 //
+//   - The subscribed reply always carries a position that is a valid since:
+//     the last event published, or before the first one the stream's start
+//     (<LSN>:0). Before the WAL stream has started (no position known), a
+//     subscribe waits for it up to SinceWait, then is refused with
+//     history_unavailable.
+//
 //   - A subscribe is all or nothing; subscribe and unsubscribe requests are
 //     rate limited per connection with a token bucket that never waits.
 //

@@ -49,6 +49,7 @@ type envOpts struct {
 	cfg     func(*Config)
 	conn    func(net.Conn) net.Conn // wraps every accepted server-side connection
 	timeout time.Duration           // the test's deadline (default 90 s)
+	noBase  bool                    // no stream start position (a real reader gives it)
 	clock   clock                   // of the ping and expiry timers (default: the system clock)
 }
 
@@ -109,6 +110,11 @@ func newEnv(t *testing.T, o envOpts) *env {
 	hs.Start()
 	e := &env{t: t, ctx: ctx, broker: b, srv: srv, hs: hs, wsURL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/realtime"}
 	e.lsn.Store(0x1000000)
+	if !o.noBase {
+		// The stream's start position, as the WAL reader gives it when it
+		// connects: subscribed replies carry it before the first event.
+		b.SetBase(broker.Position{LSN: e.lsn.Load()})
+	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer scancel()
