@@ -48,6 +48,7 @@ type envOpts struct {
 	since   time.Duration // sinceWait (default SinceWait)
 	cfg     func(*Config)
 	conn    func(net.Conn) net.Conn // wraps every accepted server-side connection
+	timeout time.Duration           // the test's deadline (default 90 s)
 	noBase  bool                    // no stream start position (a real reader gives it)
 	clock   clock                   // of the ping and expiry timers (default: the system clock)
 }
@@ -55,7 +56,10 @@ type envOpts struct {
 // newEnv starts a server. Every test gets a deadline through e.ctx.
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	if o.timeout == 0 {
+		o.timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	var set *rules.Set
