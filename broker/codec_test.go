@@ -19,7 +19,7 @@ import (
 var codecValues = []any{
 	nil, true, false,
 	int64(0), int64(7), int64(-42), int64(255), int64(256), int64(math.MaxInt64), int64(math.MinInt64),
-	0.25, 1.5, -0.0, 1e300, 5e-324, 0.1, -123.456,
+	0.25, 1.5, math.Copysign(0, -1), 1e300, 5e-324, 0.1, -123.456,
 	"", "x", "ann", "0100", "a,b", "héllo\n\"<>&\\", "NaN", "-Infinity", "2026-01-02T03:04:05.678901Z", "AQL/", "infinity",
 	json.Number("12.5000"), json.Number("-0.000100"), json.Number("123456789012345678901234567890.1"), json.Number("7"),
 	json.RawMessage(`{"k":[1,2]}`), json.RawMessage(`null`), json.RawMessage(`"s"`), json.RawMessage(`[{"a":1},null]`), json.RawMessage(`1.0`),
@@ -196,8 +196,8 @@ func TestDecodeBinaryRejects(t *testing.T) {
 	}
 	good, _ := AppendBinary(nil, &Event{Kind: KindRecord, Record: Row{{"v", int64(1)}}}, 1)
 	for name, b := range map[string][]byte{
-		"unknown format 2": append([]byte{2}, good[1:]...),
-		"unknown kind 3":   append([]byte{1, 1, 3}, good[3:]...),
+		"unknown format 2":      append([]byte{2}, good[1:]...),
+		"unknown kind 3":        append([]byte{1, 1, 3}, good[3:]...),
 		"unknown value tag 'x'": bytes.Replace(good, []byte{'i', 2}, []byte{'x', 2}, 1),
 		"key flag 7":            mustAppend(t, &Event{Kind: KindRecord, ColumnTypes: []ColumnType{{Name: "a", Type: "b", Key: true}}}, func(b []byte) { b[bytes.LastIndexByte(b, 'b')+1] = 7 }),
 		"non-finite float64":    mustAppend(t, &Event{Kind: KindRecord, Record: Row{{"v", 1.0}}}, func(b []byte) { copy(b[bytes.IndexByte(b, 'd')+1:], []byte{0, 0, 0, 0, 0, 0, 0xf0, 0x7f}) }),
