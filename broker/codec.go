@@ -58,7 +58,8 @@ const (
 
 // AppendBinary appends the cross-process form of ev (format 1,
 // docs/cluster.md section 3) to b. txLen is the number of events of ev's
-// transaction (0 for live events). Used by the Redis broker.
+// transaction (0 for live events). It is a building block: used by the
+// Redis broker (docs/cluster.md), nothing uses it yet.
 func AppendBinary(b []byte, ev *Event, txLen int) ([]byte, error) {
 	if txLen < 0 || txLen > math.MaxUint32 {
 		return nil, fmt.Errorf("encode event: transaction length %d out of range", txLen)
