@@ -121,10 +121,13 @@ const (
 	ActionTruncate = "truncate"
 )
 
-// Column is one named value of a row. Value is one of: nil, bool, int64,
-// float64 (finite), string, json.Number (numeric with exact digits),
-// json.RawMessage (json/jsonb, already valid JSON), []any of those, or any
-// other value encoding/json can encode.
+// Column is one named value of a row. Value is one of: nil, bool, int64
+// (int and int32 are taken as int64), float64 (finite), string,
+// json.Number (numeric with exact digits), json.RawMessage (json/jsonb,
+// already valid JSON), or []any of those. That is what cdc produces and
+// what the cross-process codec carries (AppendBinary); Row's JSON encoding
+// also takes any other value encoding/json can encode, but an event
+// holding one cannot cross a process.
 type Column struct {
 	Name  string
 	Value any

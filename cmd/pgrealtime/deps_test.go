@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,9 +76,17 @@ func TestDepsAsRootInstalls(t *testing.T) {
 // uses the same script, so that the two cannot drift apart.
 func TestMakeTestRunsDeps(t *testing.T) {
 	mk := string(repoFile(t, "Makefile"))
-	for _, want := range []string{"\ndeps:\n\t@./scripts/deps.sh\n", "\ntest: deps vet lint ", "\nlint: deps\n", "\ntest-go: deps\n", "\npostgres:\n\t@./scripts/deps.sh postgres\n"} {
+	for _, want := range []string{"\ndeps:\n\t@./scripts/deps.sh\n", "\ntest: deps ", "\nlint: deps\n", "\ntest-go: deps\n", "\npostgres:\n\t@./scripts/deps.sh postgres\n"} {
 		if !strings.Contains(mk, want) {
 			t.Errorf("Makefile lacks %q", want)
+		}
+	}
+	// make test: deps first, then at least vet, staticcheck and the Go tests.
+	_, rest, _ := strings.Cut(mk, "\ntest: ")
+	line, _, _ := strings.Cut(rest, "\n")
+	for _, want := range []string{"vet", "lint", "test-go"} {
+		if !slices.Contains(strings.Fields(line), want) {
+			t.Errorf("make test (%q) does not run %s", line, want)
 		}
 	}
 	if ci := string(repoFile(t, ".ci/run")); !strings.Contains(ci, "scripts/deps.sh") || strings.Contains(ci, "apt-get") {
