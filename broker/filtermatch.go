@@ -5,6 +5,7 @@ package broker
 // allocating for the usual column types.
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -143,9 +144,24 @@ func scalar(v any, buf []byte) (num []byte, text string, kind scalarKind) {
 		}
 		return nil, "false", kindText
 	case json.RawMessage:
-		return nil, string(x), kindText
+		return nil, jsonText(x), kindText
 	}
 	return nil, "", kindNone
+}
+
+// jsonText is a json/jsonb value as filters compare it: without
+// insignificant whitespace, whatever the source wrote. Postgres writes jsonb
+// as {"k": 1}; a record's JSON encoding (what subscribers see) has {"k":1},
+// and so does the filter a user copies from it.
+func jsonText(b []byte) string {
+	if !bytes.ContainsAny(b, " \t\r\n") {
+		return string(b)
+	}
+	var c bytes.Buffer
+	if json.Compact(&c, b) != nil {
+		return string(b)
+	}
+	return c.String()
 }
 
 // canonNumber appends the canonical decimal form of s to dst: optional
