@@ -19,7 +19,7 @@ type Row = Record<string, unknown> | undefined;
 export function compile(topic: string): Matcher {
   const q = topic.indexOf("?");
   const base = q < 0 ? topic : topic.slice(0, q);
-  const filters = q < 0 ? [] : topic.slice(q + 1).split("&").map(filter);
+  const fs = q < 0 ? [] : filters(topic.slice(q + 1));
   if (base == "*") return () => true;
   const dot = base.indexOf(".");
   const coll = dot < 0 ? base : base.slice(0, dot);
@@ -27,10 +27,10 @@ export function compile(topic: string): Matcher {
   return (e) => {
     if (e.collection != coll) return false;
     if (id && e.record_id != id && !oldKey(e, id)) return false;
-    if (!filters.length || e.action == "truncate") return true;
+    if (!fs.length || e.action == "truncate") return true;
     const row: Row =
       e.type == "custom_event" ? (e.data as Row) : e.action == "delete" ? e.old_record : e.record;
-    return filters.every((f) => f(row));
+    return fs.every((f) => f(row));
   };
 }
 
@@ -41,45 +41,65 @@ function oldKey(e: RealtimeEvent, id: string): boolean {
   return e.type == "record_event" && !!e.old_record && String(Object.values(e.old_record)) == id;
 }
 
-// One PostgREST filter, "col=op.value".
-function filter(s: string): (row: Row) => boolean {
-  const eq = s.indexOf("=");
-  const col = s.slice(0, eq);
-  const rest = s.slice(eq + 1);
-  const dot = rest.indexOf(".");
-  const op = rest.slice(0, dot);
-  const arg = rest.slice(dot + 1);
-  const list = op == "in" ? values(arg.slice(1, -1)) : [];
+// The filters after "?", parsed as the server parses them
+// (broker/filter.go): a value ends at "&", except inside an in-list's double
+// quotes, where \" and \\ escape. Bad syntax never throws (the server
+// refuses such a topic before any event is routed).
+function filters(s: string): ((row: Row) => boolean)[] {
+  const out: ((row: Row) => boolean)[] = [];
+  while (s) {
+    const eq = s.indexOf("=");
+    const dot = s.indexOf(".", eq);
+    if (eq < 0 || dot < 0) break;
+    const col = s.slice(0, eq);
+    const op = s.slice(eq + 1, dot);
+    s = s.slice(dot + 1);
+    let vals: string[] = [];
+    if (op == "in") {
+      let i = 1;
+      for (;;) {
+        let cur = "";
+        if (s[i] == '"') {
+          for (i++; i < s.length && s[i] != '"'; i++) cur += s[s[i] == "\\" ? ++i : i];
+          i++;
+        } else while (i < s.length && s[i] != "," && s[i] != ")") cur += s[i++];
+        vals.push(cur);
+        if (s[i++] != ",") break;
+      }
+      s = s.slice(i);
+    } else {
+      const amp = s.indexOf("&");
+      vals = [amp < 0 ? s : s.slice(0, amp)];
+      s = amp < 0 ? "" : s.slice(amp);
+    }
+    out.push(filter(col, op, vals));
+    s = s.slice(1); // the "&"
+  }
+  return out;
+}
+
+// One PostgREST filter, "col=op.value" (values: the value, or the in-list).
+function filter(col: string, op: string, vals: string[]): (row: Row) => boolean {
+  const arg = vals[0];
   return (row) => {
     if (!row || typeof row != "object" || !(col in row)) return false;
     const v = row[col];
     if (op == "is") return v === (arg == "null" ? null : arg == "true");
-    if (v === null || typeof v == "object") return false;
-    if (op == "in") return list.some((x) => cmp(v, x) == 0);
+    if (v === null || Array.isArray(v)) return false;
+    if (op == "in") return vals.some((x) => cmp(v, x) == 0);
     const c = cmp(v, arg);
+    if (c != c) return false; // NaN: a filter value that is not a number never matches a number
     return op == "eq" ? c == 0 : op == "neq" ? c != 0 : op == "lt" ? c < 0 : op == "lte" ? c <= 0 : op == "gt" ? c > 0 : op == "gte" && c >= 0;
   };
 }
 
-// A value compares as a number when the column's value is a number.
+// A value compares as a number when the column's value is a number (NaN
+// when the filter's value is not one), a json object as its compact JSON
+// text, anything else as text.
 function cmp(v: unknown, x: string): number {
-  if (typeof v == "number") return v - Number(x);
-  const s = String(v);
+  if (typeof v == "number") return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(x) ? v - Number(x) : NaN;
+  const s = typeof v == "object" ? JSON.stringify(v) : String(v);
   return s < x ? -1 : s > x ? 1 : 0;
-}
-
-// 'a,"b,c",d' -> ["a", "b,c", "d"]
-function values(s: string): string[] {
-  const out: string[] = [];
-  let cur = "";
-  let quoted = false;
-  for (const ch of s) {
-    if (ch == '"') quoted = !quoted;
-    else if (ch == "," && !quoted) out.push(cur), (cur = "");
-    else cur += ch;
-  }
-  out.push(cur);
-  return out;
 }
 
 /**
