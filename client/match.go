@@ -187,7 +187,11 @@ func compare(raw json.RawMessage, v string) (int, bool) {
 	}
 	var s string
 	if json.Unmarshal(raw, &s) != nil {
-		s = string(raw) // true, false
+		s = string(raw) // true, false, json objects
+		var c bytes.Buffer
+		if len(raw) > 0 && (raw[0] == '{' || raw[0] == '[') && json.Compact(&c, raw) == nil {
+			s = c.String() // as the server compares them: {"a":1}, not {"a": 1}
+		}
 	}
 	return strings.Compare(s, v), true
 }

@@ -107,6 +107,10 @@ func TestTopicMatchesLikeServer(t *testing.T) {
 		{"posts?n=eq.0.3", `{"n":0.30000000000000004}`, false},
 		{`posts?s=in.("a&b",c)&t=eq.1`, `{"s":"a&b","t":1}`, true}, // & inside quotes
 		{`posts?s=in.("say \"hi\"")`, `{"s":"say \"hi\""}`, true},  // escapes
+		// json values compare as compact JSON, however the payload was written
+		// (custom events carry their data as written: {"m": {"a": 1}})
+		{`posts?m=eq.{"a":1}`, `{"m": {"a": 1}}`, true},
+		{`posts?m=in.("{\"a\":1}")`, `{"m": {"a": 1}}`, true},
 	}
 	for _, c := range cases {
 		if got := parseTopic(c.topic).matches(ev(c.rec)); got != c.want {
