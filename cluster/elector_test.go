@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -168,6 +169,7 @@ func TestWaiterNeverEndsLeaderSessions(t *testing.T) {
 	url := pgtest.NewDB(t)
 	admin := connect(t, url)
 	ea := newElector(t, url, "s", "a")
+	ea.cfg.CheckTimeout = 10 * time.Second // a slow check on a busy machine must not change the pids
 	checks := make(chan struct{}, 64)
 	ea.checked = func() {
 		select {
@@ -290,14 +292,28 @@ func TestKilledLeaderProcessReplacedWithin10s(t *testing.T) {
 func TestNotReadyStepsDown(t *testing.T) {
 	url := pgtest.NewDB(t)
 	admin := connect(t, url)
-	var broken atomic.Bool
+	// Each failing Ready call looks whether a is queued for the lock at
+	// that moment, on a connection of its own.
+	probe := connect(t, url)
+	var (
+		broken              atomic.Bool
+		mu                  sync.Mutex
+		failedCalls, queued int
+	)
 	ea := newElector(t, url, "s", "a")
 	ea.cfg.ReadyGrace = time.Second
-	ea.cfg.Ready = func(context.Context) error {
-		if broken.Load() {
-			return errors.New("redis unreachable")
+	ea.cfg.Ready = func(ctx context.Context) error {
+		if !broken.Load() {
+			return nil
 		}
-		return nil
+		mu.Lock()
+		defer mu.Unlock()
+		var n int
+		if err := probe.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, AppName("a")).Scan(&n); err == nil {
+			failedCalls++
+			queued += n
+		}
+		return errors.New("redis unreachable")
 	}
 	a := startNode(t, ea)
 	aTerm := a.waitLead(t, 30*time.Second)
@@ -309,22 +325,30 @@ func TestNotReadyStepsDown(t *testing.T) {
 	if c := context.Cause(aTerm); !errors.Is(c, ErrNotReady) {
 		t.Fatalf("cause = %v, want ErrNotReady", c)
 	}
-	waitUntil(t, 10*time.Second, "a has no session while not ready", func() bool {
-		var n int
-		if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, AppName("a")).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n == 0
+	mu.Lock()
+	seen := failedCalls
+	mu.Unlock()
+	waitUntil(t, 20*time.Second, "a checks Ready 3 more times", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return failedCalls >= seen+3
 	})
+	mu.Lock()
+	if queued != 0 {
+		t.Errorf("a was queued for the lock during %d of %d failing Ready checks", queued, failedCalls)
+	}
+	mu.Unlock()
 	broken.Store(false)
 	waitQueued(t, admin, "a")
 }
 
 // Three nodes, random graceful stops, restarts and step-downs: never two
 // terms at once. The counter changes only inside lead, that is while the
-// lock is held.
+// lock is held; and each term, as it ends (a real leader drains its
+// appender then), finds the lock still held by its own session.
 func TestNeverTwoLeaders(t *testing.T) {
 	url := pgtest.NewDB(t)
+	admin := connect(t, url)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -332,12 +356,16 @@ func TestNeverTwoLeaders(t *testing.T) {
 	var active, overlaps atomic.Int32
 	type term struct {
 		node     int
-		stepDown chan struct{}
+		stepDown chan struct{} // closed: lead returns
+		ending   chan struct{} // closed by lead when its term is ending
+		drained  chan struct{} // closed by the test: lead may return
 	}
 	terms := make(chan term)
+	over := make(chan struct{})
 	run := func(i int) (context.CancelFunc, chan struct{}) {
 		e := newElector(t, url, "s", string(rune('a'+i)))
 		e.cfg.RetryDelay = 10 * time.Millisecond
+		e.cfg.CheckTimeout = 10 * time.Second // a slow check on a busy machine is not what this test is about
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {
@@ -347,15 +375,20 @@ func TestNeverTwoLeaders(t *testing.T) {
 					overlaps.Add(1)
 				}
 				defer active.Add(-1)
-				sd := make(chan struct{})
+				tm := term{i, make(chan struct{}), make(chan struct{}), make(chan struct{})}
 				select {
-				case terms <- term{i, sd}:
-				case <-ctx.Done():
+				case terms <- tm:
+				case <-over:
 					return nil
 				}
 				select {
-				case <-sd:
+				case <-tm.stepDown:
 				case <-ctx.Done():
+				}
+				close(tm.ending)
+				select {
+				case <-tm.drained:
+				case <-over:
 				}
 				return nil
 			})
@@ -368,11 +401,21 @@ func TestNeverTwoLeaders(t *testing.T) {
 		cancels[i], dones[i] = run(i)
 	}
 	defer func() {
+		close(over)
 		for i := range 3 {
 			cancels[i]()
 			<-dones[i]
 		}
 	}()
+	holder := func() string {
+		var app string
+		err := admin.QueryRow(context.Background(), `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int8 = ($1::int8 >> 32) & 4294967295 AND l.objid::int8 = $1::int8 & 4294967295`, LockKey("s")).Scan(&app)
+		if err != nil {
+			return "none: " + err.Error()
+		}
+		return app
+	}
 	for round := range 30 {
 		var tm term
 		select {
@@ -380,13 +423,22 @@ func TestNeverTwoLeaders(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("round %d: no leader", round)
 		}
-		if n := active.Load(); n != 1 {
-			t.Fatalf("round %d: %d terms at once", round, n)
-		}
-		if rng.IntN(2) == 0 {
-			close(tm.stepDown)
-		} else {
+		restart := rng.IntN(2) == 0
+		if restart {
 			cancels[tm.node]()
+		} else {
+			close(tm.stepDown)
+		}
+		select {
+		case <-tm.ending:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: term of %c does not end", round, 'a'+tm.node)
+		}
+		if h, want := holder(), AppName(string(rune('a'+tm.node))); h != want {
+			t.Fatalf("round %d: the lock is held by %q while the term of %s is ending", round, h, want)
+		}
+		close(tm.drained)
+		if restart {
 			<-dones[tm.node]
 			cancels[tm.node], dones[tm.node] = run(tm.node)
 		}
