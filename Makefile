@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-go test-browser test-js test-supabase vet lint deps bench bench-quick clean postgres
+.PHONY: build dev test test-go test-browser test-js test-supabase vet cross lint deps bench bench-quick clean postgres
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgrealtime ./cmd/pgrealtime
@@ -27,6 +27,12 @@ deps:
 
 vet:
 	$(GO) vet ./...
+
+# The server builds for macOS and Windows too (wsapi's non-blocking
+# write(2) path is Unix-only; elsewhere a portable fallback is used).
+cross:
+	GOOS=darwin $(GO) build ./...
+	GOOS=windows $(GO) build ./...
 
 # staticcheck at the version scripts/deps.sh pins (and installs).
 lint: deps
@@ -54,7 +60,7 @@ test-js: deps build
 test-supabase: deps build
 	cd supabasetest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 
-test: deps vet lint test-go test-js test-browser test-supabase bench-quick
+test: deps vet cross lint test-go test-js test-browser test-supabase bench-quick
 
 # Benchmarks (issue 6): a throwaway Postgres, pgrealtime as its own process,
 # clients in their own processes. `bench` writes docs/benchmarks.md and

@@ -87,7 +87,8 @@ type Broker interface {
 	Retained() (base, first Position)
 	// Subscribe adds patterns for sub, atomically: either all are added or
 	// none. It returns the position of the last event published when the
-	// subscription took effect (zero before the first event). With since,
+	// subscription took effect (the base before the first event, zero
+	// while no base is known). With since,
 	// retained events after *since that match the new patterns and that no
 	// existing pattern of sub has delivered are passed to sub.DeliverBatch first.
 	// When *since is ahead of everything published, Subscribe waits (up to

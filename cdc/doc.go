@@ -58,7 +58,18 @@
 // replica identity, and <publication>_insert_only (publish = 'insert,
 // truncate') with the tables that have neither, because Postgres rejects
 // UPDATE and DELETE on a table published for them without a replica
-// identity. Membership is re-synced every SyncInterval.
+// identity. sql/setup.sql installs, when the role may create event triggers
+// (a superuser), the event trigger TriggerName, which adds each table
+// created (or moves one altered) to the right managed publication in the
+// transaction of the DDL: its rows are streamed from the first one. Without
+// it the reader logs so once, and a new table is published only at the next
+// re-sync (every SyncInterval: 30 s with the trigger, 2 s without), rows
+// written before then being lost.
+//
+// Start position: before publishing anything, the reader calls
+// Sink.SetBase with the checkpoint's base or, without one, with the slot's
+// confirmed position <LSN>:0: the position subscribers are given before the
+// first event, after which everything is streamed.
 //
 // Record ids come from the primary key (else the REPLICA IDENTITY USING
 // INDEX index) as read from the catalog when a Relation message arrives. The

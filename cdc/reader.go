@@ -29,6 +29,7 @@ const (
 	DefaultNotifyChannel     = "pgrealtime"
 	DefaultStatusInterval    = time.Second
 	DefaultSyncInterval      = 30 * time.Second
+	DefaultSyncNoTrigger     = 2 * time.Second
 	DefaultSlotStatsInterval = 10 * time.Second
 	DefaultMinBackoff        = 100 * time.Millisecond
 	DefaultMaxBackoff        = 5 * time.Second
@@ -75,7 +76,10 @@ type Config struct {
 	// inside the server's wal_sender_timeout).
 	StatusInterval time.Duration
 	// SyncInterval is how often the managed publications are re-synced with
-	// the tables (new tables picked up). Negative disables.
+	// the tables (new tables picked up). Zero means DefaultSyncInterval
+	// when the event trigger of sql/setup.sql (TriggerName) is installed,
+	// which publishes new tables in their creating transaction, and
+	// DefaultSyncNoTrigger when it is not. Negative disables.
 	SyncInterval time.Duration
 	// SlotStatsInterval is how often the slot's retained WAL is measured.
 	SlotStatsInterval time.Duration
@@ -174,9 +178,6 @@ func NewReader(cfg Config) (*Reader, error) {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = DefaultStatusInterval
 	}
-	if cfg.SyncInterval == 0 {
-		cfg.SyncInterval = DefaultSyncInterval
-	}
 	if cfg.SlotStatsInterval <= 0 {
 		cfg.SlotStatsInterval = DefaultSlotStatsInterval
 	}
@@ -209,6 +210,12 @@ func NewReader(cfg Config) (*Reader, error) {
 	r := &Reader{cfg: cfg, log: log, reason: "replication stream not started", walEvents: metrics.EventsReceived.WithLabelValues("wal")}
 	r.appName = replAppName(pcfg.RuntimeParams["application_name"], newRunID())
 	r.syncer = newSyncer(cfg.Publication, log)
+	switch {
+	case cfg.SyncInterval == 0:
+		r.syncer.interval = DefaultSyncNoTrigger
+	case cfg.SyncInterval > 0:
+		r.syncer.interval = cfg.SyncInterval
+	}
 	return r, nil
 }
 
@@ -344,16 +351,20 @@ func (r *Reader) session(ctx context.Context) (err error) {
 		var s string
 		var delivered *string
 		err := conn.QueryRow(ctx, `SELECT position, delivered FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot).Scan(&s, &delivered)
+		pos, perr := broker.ParsePosition(s)
 		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
+		case err != nil && !errors.Is(err, pgx.ErrNoRows):
 			return fmt.Errorf("read checkpoint: %w", err)
-		default:
-			pos, perr := broker.ParsePosition(s)
-			if perr != nil {
+		case err != nil || perr != nil:
+			if err == nil {
 				r.log.Warn().Str("position", s).Msg("ignoring malformed checkpoint")
-				break
 			}
+			// No checkpoint: the slot streams what follows its confirmed
+			// position, the stream's start (a valid since for clients).
+			base := broker.Position{LSN: uint64(confirmed)}
+			r.cfg.Sink.SetBase(base)
+			r.lastPublished = base
+		default:
 			r.cfg.Sink.SetBase(pos)
 			r.lastPublished, r.ckptPos, r.ckptDelivered = pos, pos, pos
 			if delivered != nil {
@@ -477,7 +488,8 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 	now := time.Now()
 	nextStatus := now.Add(r.cfg.StatusInterval)
 	nextStats := now
-	nextSync := now.Add(r.cfg.SyncInterval)
+	syncInterval := r.syncInterval()
+	nextSync := now.Add(syncInterval)
 	r.heard, r.lastHeard, r.askReply, r.askedAt = false, now, false, time.Time{}
 
 	// ReceiveMessage gets no context: with one, pgconn would set up a
@@ -511,7 +523,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				r.slotStats(ctx, conn)
 				nextStats = now.Add(r.cfg.SlotStatsInterval)
 			}
-			if r.cfg.SyncInterval > 0 && !now.Before(nextSync) && !r.dec.inTx() {
+			if syncInterval > 0 && !now.Before(nextSync) && !r.dec.inTx() {
 				got, err := r.syncer.sync(ctx, conn)
 				if err != nil {
 					return err
@@ -519,7 +531,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 				if !slices.Equal(got, pubs) {
 					return fmt.Errorf("publications changed to %v: restarting the stream", got)
 				}
-				nextSync = now.Add(r.cfg.SyncInterval)
+				nextSync = now.Add(syncInterval)
 			}
 			// From now, not from the tick's start: every read waits for
 			// data for a while, however long the tick's work took (a
@@ -568,6 +580,17 @@ func (r *Reader) stream(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn
 			return fmt.Errorf("replication stream: unexpected message %T", msg)
 		}
 	}
+}
+
+// syncInterval is the period of the publication re-sync (Config.SyncInterval).
+func (r *Reader) syncInterval() time.Duration {
+	switch {
+	case r.cfg.SyncInterval != 0:
+		return r.cfg.SyncInterval
+	case r.syncer.hasTrigger, !r.syncer.managed:
+		return DefaultSyncInterval
+	}
+	return DefaultSyncNoTrigger
 }
 
 // handleCopyData handles one message of the stream; published reports

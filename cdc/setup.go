@@ -44,8 +44,10 @@ func Setup(ctx context.Context, connString, publication string, log zerolog.Logg
 }
 
 // Teardown drops the replication slot (terminating the walsender using it)
-// and the publications Setup created (those with ManagedComment), and
-// deletes the slot's checkpoint. Missing objects are fine.
+// and the publications Setup created (those with ManagedComment), deletes
+// the slot's checkpoint and, when no managed publication is left in the
+// database, drops the event trigger TriggerName and its function. Missing
+// objects are fine.
 func Teardown(ctx context.Context, connString, publication, slot string) error {
 	conn, err := connectRegular(ctx, connString)
 	if err != nil {
@@ -90,7 +92,7 @@ func Teardown(ctx context.Context, connString, publication, slot string) error {
 			return fmt.Errorf("delete checkpoint: %w", err)
 		}
 	}
-	return nil
+	return dropTrigger(ctx, conn)
 }
 
 func connectRegular(ctx context.Context, connString string) (*pgx.Conn, error) {
@@ -115,10 +117,17 @@ type syncer struct {
 	publication string
 	log         zerolog.Logger
 
-	setupDone   bool
-	warned      map[string]bool
-	userNotice  bool
-	lastStreams []string
+	// interval is the re-sync period the reader uses without the event
+	// trigger (named in the warning); zero when nothing re-syncs.
+	interval time.Duration
+
+	setupDone      bool
+	triggerChecked bool
+	hasTrigger     bool // the event trigger is installed and enabled
+	managed        bool // pgrealtime manages a publication's members
+	warned         map[string]bool
+	userNotice     bool
+	lastStreams    []string
 }
 
 func newSyncer(publication string, log zerolog.Logger) *syncer {
@@ -231,8 +240,12 @@ func (s *syncer) sync(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 		}
 	}
 
-	if pubs[main].managed || pubs[io].managed {
+	s.managed = pubs[main].managed || pubs[io].managed
+	if s.managed {
 		if err := s.syncMembers(ctx, tx, pubs); err != nil {
+			return nil, err
+		}
+		if err := s.checkTrigger(ctx, tx); err != nil {
 			return nil, err
 		}
 	}

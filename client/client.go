@@ -129,7 +129,9 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 // Subscription.Position), retained events after it are delivered first;
 // when they are gone the first event is a TypeGap. An error reply
 // (forbidden, invalid_topic, too_many_subscriptions, …) is returned as
-// *Error and nothing is subscribed. While the client is reconnecting,
+// *Error and nothing is subscribed; history_unavailable without since means
+// the server's stream has not started yet (Postgres unreachable since the
+// server started): try again later. While the client is reconnecting,
 // Subscribe waits (up to ctx) for the connection.
 func (c *Client) Subscribe(ctx context.Context, topics []string, since string) (*Subscription, error) {
 	if len(topics) == 0 {
@@ -160,6 +162,13 @@ func (c *Client) Subscribe(ctx context.Context, topics []string, since string) (
 	}
 }
 
+// notStartedError: the server refused a subscribe without since because its
+// stream has not started yet; retrying later helps.
+type notStartedError struct{ err *Error }
+
+func (e *notStartedError) Error() string { return e.err.Error() }
+func (e *notStartedError) Unwrap() error { return e.err }
+
 // subscribeOn subscribes subs on sess with since (empty: live only). On
 // history_unavailable each sub gets a gap event and is subscribed live.
 // Called with opMu held.
@@ -176,6 +185,11 @@ func (c *Client) subscribeOn(ctx context.Context, sess *session, subs []*Subscri
 	}
 	r, err := sess.request(ctx, msg)
 	var e *Error
+	if errors.As(err, &e) && e.Code == "history_unavailable" && since == "" {
+		// Refused without since: the server's stream has not started
+		// (Postgres unreachable since it started). Not a gap.
+		return &notStartedError{e}
+	}
 	if errors.As(err, &e) && e.Code == "history_unavailable" {
 		for _, s := range subs {
 			s.reset()

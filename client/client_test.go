@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgrealtime/pgrealtime/client"
+	"github.com/pgrealtime/pgrealtime/internal/proctest"
 )
 
 // TestResumeAcrossKill: rows stream while pgrealtime is SIGKILLed and
@@ -388,5 +389,27 @@ func TestQuietSubscriptionNoGap(t *testing.T) {
 	checkSequence(t, collectIDs(ctx, t, posts, 1), 31, 31)
 	if st.count(client.StateReconnecting) == 0 {
 		t.Fatal("no reconnect: the restart was not noticed")
+	}
+}
+
+// TestStreamNotStarted: a server whose Postgres has been unreachable since
+// it started refuses a subscribe with history_unavailable; the client
+// returns that error (no gap event, no retry loop) and Dial still works.
+func TestStreamNotStarted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := proctest.StartUnready(t, []string{"--database-url", "postgres://nobody@127.0.0.1:1/none", "--config", writeRules(t)})
+	c, err := client.Dial(ctx, srv.URL(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Subscribe(ctx, []string{"posts.*"}, "")
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != "history_unavailable" {
+		t.Fatalf("Subscribe before the stream started: %v, want history_unavailable", err)
+	}
+	if c.State() != client.StateConnected {
+		t.Fatalf("client state %v after a refused subscribe, want connected", c.State())
 	}
 }

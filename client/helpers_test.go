@@ -53,13 +53,20 @@ func newEnv(t *testing.T, args ...string) *env {
 	pgtest.Exec(t, db,
 		`CREATE TABLE posts (id int PRIMARY KEY, title text, user_id text)`,
 		`CREATE TABLE comments (id int PRIMARY KEY, body text)`)
+	rules := writeRules(t)
+	slot := fmt.Sprintf("client_%d_%d", os.Getpid(), slotSeq.Add(1))
+	base := []string{"--database-url", db, "--slot", slot, "--config", rules, "--jwt-secret", secret}
+	return &env{t: t, db: db, srv: proctest.Start(t, append(base, args...))}
+}
+
+// writeRules writes the tests' rules file and returns its path.
+func writeRules(t *testing.T) string {
+	t.Helper()
 	rules := filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(rules, []byte(rulesYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	slot := fmt.Sprintf("client_%d_%d", os.Getpid(), slotSeq.Add(1))
-	base := []string{"--database-url", db, "--slot", slot, "--config", rules, "--jwt-secret", secret}
-	return &env{t: t, db: db, srv: proctest.Start(t, append(base, args...))}
+	return rules
 }
 
 // token signs a user token valid for ttl.

@@ -188,6 +188,10 @@ func (c *Client) resubscribe(sess *session) error {
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	err := c.subscribeOn(ctx, sess, subs, since)
+	var notStarted *notStartedError
+	if errors.As(err, &notStarted) {
+		return fmt.Errorf("resubscribe: %w", err) // reconnect later
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		// A topic the server now refuses (forbidden after a rule change…):

@@ -76,6 +76,7 @@ func BenchmarkSocketFanout(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	br := broker.NewMemory(broker.Config{HistorySize: 16})
+	br.SetBase(broker.Position{LSN: 0x100}) // the stream's start, as the WAL reader gives it
 	v, _ := auth.NewVerifier(auth.Config{HS256Secret: testSecret})
 	s, err := New(Config{Broker: br, Verifier: v, SendQueue: b.N + 16, Logger: zerolog.Nop()})
 	if err != nil {

@@ -101,6 +101,13 @@ type conn struct {
 	holding bool   // a subscribe is in progress: deliveries wait in held
 	held    []item // until its reply is queued
 	closed  bool   // no more enqueues
+	// How far behind (see tooFarBehindLocked): behindSince is when the
+	// connection was last seen more than SendQueue messages behind (zero:
+	// it is not), behindMark the value popped reaches once everything
+	// queued at that time is written; popped counts the items taken.
+	behindSince time.Time
+	behindMark  uint64
+	popped      uint64
 	// Writing (see writer.go), under qmu: live once run started (before
 	// that items only queue up); owned while a writer (the server's write
 	// pool or this connection's own flusher goroutine) has the connection;
@@ -287,36 +294,88 @@ func (c *conn) enqueue(it item) {
 	ok := c.pushLocked(it)
 	c.qmu.Unlock()
 	if !ok {
-		c.slow("send queue full")
+		c.slow("send queue: too far behind for too long")
 	}
 }
 
 func (c *conn) pushLocked(it item) bool {
-	switch {
-	case c.closed:
+	if c.closed {
 		return true
-	case c.holding:
-		if len(c.held) >= c.s.cfg.SendQueue {
-			return false
-		}
+	}
+	n := len(c.q) - c.qhead + len(c.held)
+	if n >= c.s.cfg.SendQueue && c.tooFarBehindLocked(n) {
+		return false
+	}
+	if c.holding {
 		c.held = append(c.held, it)
 		return true
 	}
-	n := len(c.q) - c.qhead
-	if n >= c.s.cfg.SendQueue {
-		return false
-	}
+	n = len(c.q) - c.qhead
 	if len(c.q) == cap(c.q) && c.qhead > 0 { // reuse the space already written
 		copy(c.q, c.q[c.qhead:])
 		clear(c.q[n:])
 		c.q, c.qhead = c.q[:n], 0
 	}
 	c.q = append(c.q, it)
+	if c.s.queueDepth != nil {
+		c.s.queueDepth(n + 1 + len(c.held))
+	}
 	if c.live && !c.owned {
 		c.owned = true
 		c.s.writers.schedule(c)
 	}
 	return true
+}
+
+// HardQueue is the most messages a connection may ever be behind, for a
+// send queue of sendQueue: 64 times it, at least 65 536. It bounds what a
+// connection holds during the BehindTimeout a burst is given (a queued
+// message costs the connection about 60 bytes: the events' bytes are
+// shared).
+func HardQueue(sendQueue int) int { return max(64*sendQueue, 1<<16) }
+
+// tooFarBehindLocked reports whether a connection with n messages queued,
+// n >= SendQueue, may not take one more: n reached HardQueue, or messages
+// have waited in a queue longer than SendQueue for BehindTimeout and the
+// client is not taking data (a write to its socket is waiting). A burst
+// (the transactions of one WAL flush, read and published at once faster
+// than any writer can write them), or a server too busy to write, makes
+// the queue long for as long as the writers take to catch up, with a
+// socket that takes everything; behind a client that stopped reading, or
+// reads slower than the stream, messages wait longer and longer and the
+// socket is full. A message count alone cannot tell the two apart.
+//
+// The age is measured without a clock read per message: when the
+// connection is first seen past SendQueue, the clock starts, and the mark
+// is set at the end of what is queued then. When the writer passes the
+// mark, the clock restarts from there (or stops, if the queue is back
+// within SendQueue). So a connection is closed only when a message has
+// waited at least BehindTimeout, and one whose messages keep waiting
+// behind a full socket is closed within about twice that.
+func (c *conn) tooFarBehindLocked(n int) bool {
+	if n >= c.s.hardQueue {
+		return true
+	}
+	now := time.Now()
+	if c.behindSince.IsZero() {
+		c.behindSince, c.behindMark = now, c.popped+uint64(n)
+		return false
+	}
+	return now.Sub(c.behindSince) >= c.s.cfg.BehindTimeout && c.cork.blocked()
+}
+
+// poppedLocked moves the clock of tooFarBehindLocked after the writer took
+// an item.
+func (c *conn) poppedLocked() {
+	c.popped++
+	if c.behindSince.IsZero() || c.popped < c.behindMark {
+		return
+	}
+	if n := len(c.q) - c.qhead + len(c.held); n > c.s.cfg.SendQueue {
+		c.behindSince, c.behindMark = time.Now(), c.popped+uint64(n)
+	} else {
+		c.behindSince = time.Time{}
+	}
 }
 
 // queueKeep is the capacity an empty send queue keeps; a bigger one (after
@@ -338,6 +397,7 @@ func (c *conn) popLocked() (item, bool) {
 	it := c.q[c.qhead]
 	c.q[c.qhead] = item{}
 	c.qhead++
+	c.poppedLocked()
 	if c.qhead == len(c.q) {
 		if cap(c.q) > queueKeep {
 			c.q = nil
@@ -374,7 +434,7 @@ func (c *conn) release(replies ...[]byte) {
 	}
 	c.qmu.Unlock()
 	if !ok {
-		c.slow("send queue full")
+		c.slow("send queue: too far behind for too long")
 	}
 }
 

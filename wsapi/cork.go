@@ -3,15 +3,17 @@ package wsapi
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pgrealtime/pgrealtime/internal/wsframe"
 )
 
 // corkMax bounds what a corked connection holds before it writes: the
@@ -32,10 +34,7 @@ func (w *corkRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.cc = &corkConn{Conn: nc, timeout: w.timeout}
-	if sc, ok := nc.(syscall.Conn); ok {
-		w.cc.raw, _ = sc.SyscallConn()
-	}
+	w.cc = &corkConn{Conn: nc, timeout: w.timeout, raw: nonBlockingRaw(nc)}
 	// net/http flushes the response before it hands the connection over;
 	// flush anyway, to the socket itself.
 	if err := brw.Writer.Flush(); err != nil {
@@ -79,13 +78,18 @@ const (
 // so bytes reach the socket in the order they were written.
 type corkConn struct {
 	net.Conn
-	raw     syscall.RawConn // for non-blocking writes; nil: none
+	raw     syscall.RawConn // for non-blocking writes (rawwrite_unix.go); nil: none
 	timeout time.Duration
 	// onTimeout is called (once per flush, under mu) when a flush misses
 	// its deadline; the flush then gets one more timeout to finish, so
 	// that the close frame onTimeout triggers can follow the frames
 	// already written. Set before the connection is used.
 	onTimeout func()
+
+	// writing is set while a blocking write is in progress: the socket
+	// did not take everything at once (read without mu, which the write
+	// holds).
+	writing atomic.Bool
 
 	mu     sync.Mutex
 	corked bool
@@ -152,12 +156,14 @@ func (c *corkConn) flushLocked(extra ...[]byte) error {
 		return nil
 	}
 	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	c.writing.Store(true)
 	_, err := bufs.WriteTo(c.Conn) // consumes what was written from bufs
 	if err != nil && c.onTimeout != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.onTimeout()
 		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		_, err = bufs.WriteTo(c.Conn)
 	}
+	c.writing.Store(false)
 	c.release()
 	if err != nil {
 		c.err = err // the deadline stays in the past: later writes fail at once
@@ -221,29 +227,7 @@ func (c *corkConn) tryUncork() (bool, error) {
 		c.release()
 		return true, nil
 	}
-	b := *c.buf
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for len(b) > 0 {
-			n, err := syscall.Write(int(fd), b)
-			if n > 0 {
-				b = b[n:]
-			}
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = os.NewSyscallError("write", err)
-				}
-				break
-			}
-		}
-		return true // never wait for the socket here
-	})
-	if err == nil {
-		err = werr
-	}
+	b, err := writeNonBlocking(c.raw, *c.buf)
 	if err != nil {
 		c.corked = false
 		c.err = err
@@ -297,19 +281,8 @@ func (c *corkConn) buffered() int {
 // its write buffer), so frames never interleave; stopData keeps data
 // frames from following the close frame.
 func (c *corkConn) writeText(p []byte) error {
-	var hdr [10]byte
-	h := hdr[:2]
-	hdr[0] = 0x81 // FIN, text
-	switch n := len(p); {
-	case n < 126:
-		hdr[1] = byte(n)
-	case n <= 0xFFFF:
-		hdr[1] = 126
-		h = binary.BigEndian.AppendUint16(h, uint16(n))
-	default:
-		hdr[1] = 127
-		h = binary.BigEndian.AppendUint64(h, uint64(n))
-	}
+	var hdr [wsframe.MaxHeader]byte
+	h := wsframe.AppendHeader(hdr[:0], wsframe.OpText, len(p))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -347,3 +320,8 @@ func (c *corkConn) stopData() {
 	c.noData = true
 	c.mu.Unlock()
 }
+
+// blocked reports whether a write to the socket is waiting for the peer
+// to take data. A nil corkConn (no socket of its own, in tests) reports
+// true: nothing contradicts it.
+func (c *corkConn) blocked() bool { return c == nil || c.writing.Load() }

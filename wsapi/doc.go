@@ -10,11 +10,27 @@
 //     they filter the event with the rules (reading the connection's identity
 //     through an atomic pointer, with no lock shared between connections)
 //     and put the event's shared, already encoded bytes on the connection's
-//     bounded send queue (a FIFO that grows on demand, at most SendQueue
-//     items; nothing is preallocated). A connection whose queue overflows
-//     is closed with 4008 from another goroutine and removed from the
-//     broker; the publisher and every other connection are never delayed
-//     by it.
+//     send queue (a FIFO that grows on demand; nothing is preallocated). One
+//     Deliver or DeliverBatch (an event, a transaction's events, a replay)
+//     is one message of the queue, and so is a reply.
+//
+//   - The queue is bounded by SendQueue messages, by time rather than at
+//     once: a connection may have up to SendQueue messages queued for any
+//     length of time; past that (a burst: Postgres sends the WAL in bursts,
+//     published faster than any writer can write them), it is closed with
+//     4008 when the messages queued when it went past SendQueue are not
+//     all written within BehindTimeout (default 1 s) and its socket is
+//     full (a write waits for the client): so some message has waited that
+//     long, and a client that stopped reading, or reads slower than the
+//     stream, is closed within about twice that once its socket is full.
+//     It is closed at once past HardQueue(SendQueue) (64 times SendQueue,
+//     at least 65 536). The close comes from another goroutine, the
+//     connection is removed from the broker, and the publisher and every
+//     other connection are never delayed by it. A message count alone
+//     cannot tell a burst from a client that stopped reading; the age of
+//     the waiting messages can (measured: a reader that keeps up with 3 000
+//     single-row transactions of 4 KB reaches several hundred messages,
+//     TestFastReaderNeverSlowConsumer).
 //
 //   - A connection has no writer goroutine of its own. A connection with
 //     something queued goes on the server's ready list, served in FIFO order
@@ -30,16 +46,30 @@
 //     socket is dropped). One owner at a time writes a connection, so a
 //     connection receives events in the order the broker delivered them.
 //
-//   - Text frames are encoded by wsapi straight into the cork buffer;
+//   - Text frames are encoded by wsapi (internal/wsframe, the encoder the
+//     benchmark's fan-out floor uses too) straight into the cork buffer;
 //     coder/websocket does the handshake, reads, and writes the control
 //     frames (ping, pong, close), each with one write into the cork, and
-//     no data frame follows the close frame.
+//     no data frame follows the close frame. TestFramesConformance parses
+//     the raw server stream under mixed concurrent traffic with its own
+//     RFC 6455 parser: whole frames, never interleaved, final, unmasked,
+//     shortest lengths, nothing after the close frame.
+//
+//   - The pool's non-blocking write(2) is Unix-only (rawwrite_unix.go);
+//     elsewhere (Windows) every connection with something to write is
+//     handed to its flusher goroutine, with the same order and deadlines.
 //
 //   - Replies to a request are queued on the same queue. The reply to a
 //     subscribe is queued before any event of the new subscription (and
 //     before the replayed events of a subscribe with since), so a client
 //     sees "subscribed" first, then the replay in order, then live events,
 //     with no gap and no duplicate in between.
+//
+//   - The subscribed reply always carries a position that is a valid since:
+//     the last event published, or before the first one the stream's start
+//     (<LSN>:0). Before the WAL stream has started (no position known), a
+//     subscribe waits for it up to SinceWait, then is refused with
+//     history_unavailable.
 //
 //   - A subscribe is all or nothing; subscribe and unsubscribe requests are
 //     rate limited per connection with a token bucket that never waits.

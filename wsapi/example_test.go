@@ -22,6 +22,7 @@ func Example() {
 	public := "true"
 	set, _ := rules.Compile(&rules.Config{Collections: map[string]rules.Collection{"posts": {Read: &public}}}, "admin")
 	b := broker.NewMemory(broker.Config{HistorySize: 100, Prepare: set.Prepare})
+	b.SetBase(broker.Position{LSN: 0x16B3700}) // the stream's start: the WAL reader gives it when it connects
 	s, _ := wsapi.New(wsapi.Config{Broker: b, Rules: set})
 	hs := httptest.NewServer(s.Handler())
 	defer hs.Close()
@@ -47,6 +48,6 @@ func Example() {
 	_, ev, _ := c.Read(ctx)
 	fmt.Println(string(ev))
 	// Output:
-	// {"type":"subscribed","id":"1","topics":["posts.*"]}
+	// {"type":"subscribed","id":"1","topics":["posts.*"],"position":"0/16B3700:0"}
 	// {"type":"record_event","collection":"posts","action":"create","record_id":"123","record":{"id":123,"title":"New"},"timestamp":"2026-01-02T03:04:05.678901Z","position":"0/16B3748:1"}
 }

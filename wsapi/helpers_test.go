@@ -48,13 +48,18 @@ type envOpts struct {
 	since   time.Duration // sinceWait (default SinceWait)
 	cfg     func(*Config)
 	conn    func(net.Conn) net.Conn // wraps every accepted server-side connection
+	timeout time.Duration           // the test's deadline (default 90 s)
+	noBase  bool                    // no stream start position (a real reader gives it)
 	clock   clock                   // of the ping and expiry timers (default: the system clock)
 }
 
 // newEnv starts a server. Every test gets a deadline through e.ctx.
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	if o.timeout == 0 {
+		o.timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	var set *rules.Set
@@ -105,6 +110,11 @@ func newEnv(t *testing.T, o envOpts) *env {
 	hs.Start()
 	e := &env{t: t, ctx: ctx, broker: b, srv: srv, hs: hs, wsURL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/realtime"}
 	e.lsn.Store(0x1000000)
+	if !o.noBase {
+		// The stream's start position, as the WAL reader gives it when it
+		// connects: subscribed replies carry it before the first event.
+		b.SetBase(broker.Position{LSN: e.lsn.Load()})
+	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer scancel()

@@ -45,6 +45,7 @@ func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 			cfg(c)
 		}
 	}
+	o.noBase = true
 	e := newEnv(t, o)
 	db, err := pgx.Connect(e.ctx, url)
 	if err != nil {
@@ -54,6 +55,28 @@ func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 	if _, err := db.Exec(e.ctx, schema); err != nil {
 		t.Fatalf("schema: %v", err)
 	}
+	r := startPGReader(e, url)
+	reader.Store(r)
+	e.waitFor("the reader to stream", func() bool {
+		code, _, _ := e.httpDo("GET", "/readyz", "", "")
+		return code == 200
+	})
+	// Readiness is the WAL stream; the NOTIFY listener connects on its own:
+	// wait for it too, or a test's first pg_notify may go unheard.
+	e.waitFor("the NOTIFY listener", func() bool {
+		var n int
+		err := db.QueryRow(e.ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN %'`).Scan(&n)
+		return err == nil && n > 0
+	})
+	return &pgEnv{env: e, db: db, reader: r}
+}
+
+// startPGReader runs a cdc.Reader from url into e's broker until the test
+// ends.
+func startPGReader(e *env, url string) *cdc.Reader {
+	t := e.t
+	t.Helper()
 	r, err := cdc.NewReader(cdc.Config{
 		ConnString:     url,
 		Slot:           fmt.Sprintf("wsapi_%d", time.Now().UnixNano()),
@@ -81,20 +104,7 @@ func newPGEnv(t *testing.T, schema string, o envOpts) *pgEnv {
 			t.Errorf("reader did not stop")
 		}
 	})
-	reader.Store(r)
-	e.waitFor("the reader to stream", func() bool {
-		code, _, _ := e.httpDo("GET", "/readyz", "", "")
-		return code == 200
-	})
-	// Readiness is the WAL stream; the NOTIFY listener connects on its own:
-	// wait for it too, or a test's first pg_notify may go unheard.
-	e.waitFor("the NOTIFY listener", func() bool {
-		var n int
-		err := db.QueryRow(e.ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN %'`).Scan(&n)
-		return err == nil && n > 0
-	})
-	return &pgEnv{env: e, db: db, reader: r}
+	return r
 }
 
 func (p *pgEnv) exec(sql string, args ...any) {

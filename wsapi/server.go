@@ -31,7 +31,10 @@ const (
 	DefaultSubscribeRate    = 10.0
 	DefaultMaxMessageBytes  = 65536
 	DefaultSendQueue        = 1024
-	DefaultPingInterval     = 30 * time.Second
+	// DefaultBehindTimeout is how long a connection may stay more than
+	// SendQueue messages behind before it is a slow consumer (4008).
+	DefaultBehindTimeout = time.Second
+	DefaultPingInterval  = 30 * time.Second
 	// DefaultWriteTimeout bounds one socket write; a client that does not
 	// take a message for this long is a slow consumer (4008).
 	DefaultWriteTimeout = 10 * time.Second
@@ -78,7 +81,15 @@ type Config struct {
 	// connection (token bucket, burst = the same number).
 	SubscribeRate   float64
 	MaxMessageBytes int64
-	SendQueue       int
+	// SendQueue is how many messages a connection may be behind (queued,
+	// not yet written to its socket) for any length of time. A burst may
+	// take it further, never past HardQueue(SendQueue); a connection
+	// more than SendQueue messages behind whose socket is full and whose
+	// messages have waited BehindTimeout is closed with 4008 (see the
+	// package documentation).
+	SendQueue int
+	// BehindTimeout: see SendQueue.
+	BehindTimeout time.Duration
 	// AllowedOrigins: empty allows only the request's own host; "*" allows
 	// every origin; otherwise full origins ("https://app.example.com") or
 	// host patterns ("*.example.com", "app.example.com").
@@ -104,8 +115,12 @@ type Server struct {
 	mux     *http.ServeMux
 
 	sinceWait time.Duration // SinceWait; shorter in tests
-	clock     clock         // of the connections' ping and expiry timers; fake in tests
-	writers   writePool
+	hardQueue int           // HardQueue(cfg.SendQueue)
+	// queueDepth, when set (tests), sees the depth of a send queue after
+	// each push.
+	queueDepth func(int)
+	clock      clock // of the connections' ping and expiry timers; fake in tests
+	writers    writePool
 
 	count   atomic.Int64 // admitted connections, for MaxConnections
 	closing atomic.Bool
@@ -138,6 +153,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SendQueue <= 0 {
 		cfg.SendQueue = DefaultSendQueue
 	}
+	if cfg.BehindTimeout <= 0 {
+		cfg.BehindTimeout = DefaultBehindTimeout
+	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
@@ -155,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 		conns:   make(map[*conn]struct{}),
 
 		sinceWait: SinceWait,
+		hardQueue: HardQueue(cfg.SendQueue),
 		clock:     systemClock{},
 	}
 	mux := http.NewServeMux()

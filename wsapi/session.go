@@ -215,10 +215,8 @@ func (c *conn) subscribe(id *string, req *request) {
 		return
 	}
 	reply := topicsMsg{Type: "subscribed", ID: id, Topics: req.Topics}
-	if len(pats) == 0 {
-		if pos := c.s.cfg.Broker.LastPosition(); !pos.IsZero() {
-			reply.Position = pos.String()
-		}
+	if pos := c.s.cfg.Broker.LastPosition(); len(pats) == 0 && !pos.IsZero() {
+		reply.Position = pos.String()
 		c.sendJSON(reply)
 		return
 	}
@@ -231,16 +229,33 @@ func (c *conn) subscribe(id *string, req *request) {
 		case <-ctx.Done():
 		}
 	}()
-	if since != nil {
-		// Wait for a stream that is still catching up here rather than in
-		// Subscribe, so that live events of the existing subscriptions are
-		// not held back meanwhile.
-		for c.s.cfg.Broker.LastPosition().Less(*since) && ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
+	// The reply's position is always a valid since: before the WAL stream
+	// has started, the broker knows no position yet (not even the stream's
+	// start, <LSN>:0), so wait for it. Wait for a stream that is still
+	// catching up to since here too, rather than in Subscribe, so that live
+	// events of the existing subscriptions are not held back meanwhile.
+	for ctx.Err() == nil {
+		last := c.s.cfg.Broker.LastPosition()
+		if !last.IsZero() && (since == nil || !last.Less(*since)) {
+			break
 		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if c.s.cfg.Broker.LastPosition().IsZero() {
+		cancel()
+		if !c.isDone() {
+			c.sendError(id, CodeHistoryUnavailable, fmt.Sprintf("history unavailable: the WAL stream has not started within %s (is Postgres reachable? see /readyz), so there is no position to give; nothing was subscribed: subscribe again", c.s.sinceWait), nil)
+		}
+		return
+	}
+	if len(pats) == 0 {
+		cancel()
+		reply.Position = c.s.cfg.Broker.LastPosition().String()
+		c.sendJSON(reply)
+		return
 	}
 	c.hold()
 	pos, err := c.s.cfg.Broker.Subscribe(ctx, c, pats, since)
@@ -269,9 +284,7 @@ func (c *conn) subscribe(id *string, req *request) {
 	}
 	c.subMu.Unlock()
 	metrics.Subscriptions.Add(float64(len(pats)))
-	if !pos.IsZero() {
-		reply.Position = pos.String()
-	}
+	reply.Position = pos.String()
 	c.release(mustJSON(reply))
 }
 

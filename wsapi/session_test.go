@@ -131,10 +131,10 @@ func TestOversizedFrame1009(t *testing.T) {
 func TestSubscribeReplyAndEvents(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	c := e.dial(adminToken(t))
-	// Before the first event: no position.
+	// Before the first event: the stream's start position.
 	r := c.sub("posts.*", "comments.42")
-	if _, has := r["position"]; has {
-		t.Fatalf("position before any event: %v", r)
+	if got := r.str("position"); got != "0/1000000:0" {
+		t.Fatalf("position before any event: %v, want the stream's start 0/1000000:0", r)
 	}
 	if got := r.strs("topics"); strings.Join(got, " ") != "posts.* comments.42" {
 		t.Fatalf("topics = %v", got)

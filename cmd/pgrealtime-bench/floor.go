@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pgrealtime/pgrealtime/internal/wsframe"
 )
 
 // The fan-out floor: `pgrealtime-bench floor` is the least a WebSocket
@@ -160,21 +162,9 @@ func (f *floor) publish(ctx context.Context, rate int, d time.Duration) int {
 	return n
 }
 
-// textFrame is an unmasked, unfragmented server text frame.
-func textFrame(p []byte) []byte {
-	b := []byte{0x81, 0}
-	switch n := len(p); {
-	case n < 126:
-		b[1] = byte(n)
-	case n <= 0xFFFF:
-		b[1] = 126
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b[1] = 127
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	return append(b, p...)
-}
+// textFrame is an unmasked, unfragmented server text frame, encoded as
+// pgrealtime encodes its own.
+func textFrame(p []byte) []byte { return wsframe.AppendText(nil, p) }
 
 // readClientFrame reads one masked client frame and returns its opcode and
 // unmasked payload.

@@ -274,7 +274,7 @@ var options = []option{
 			c.MaxMessageBytes = n
 			return nil
 		}},
-	{name: "send-queue", def: "1024", help: "per-connection outbound queue; overflow closes with 4008", cmds: cmdServe | cmdDev,
+	{name: "send-queue", def: "1024", help: "per-connection outbound queue (messages); overflow closes with 4008: more than this many messages behind for 1 s while the client is not reading, or more than 64 times this (at least 65536) at all", cmds: cmdServe | cmdDev,
 		set: positiveInt(func(c *Config) *int { return &c.SendQueue })},
 	{name: "history-size", def: "10000", help: "events kept in memory for resume with `since`", cmds: cmdServe | cmdDev,
 		set: positiveInt(func(c *Config) *int { return &c.HistorySize })},

@@ -66,9 +66,12 @@ func TestServeWithJWKSURL(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // the unknown-kid fetch is limited to one per second
 	}
+	// The token's identity, through an auth message: a subscribe would wait
+	// for the WAL stream (there is no Postgres here) to give its position.
 	w := dialWS(ctx, t, addr, tok)
-	if r, _ := w.subscribe(ctx, "s1", []string{"*"}, ""); r.str("type") != "subscribed" {
-		t.Fatalf("admin token from the provider: %v", r)
+	w.send(ctx, map[string]any{"type": "auth", "id": "a1", "token": tok})
+	if r, err := w.read(ctx); err != nil || r.str("type") != "authenticated" || r.str("subject") != "ann" || r.str("role") != "admin" {
+		t.Fatalf("admin token from the provider: %v %v", r, err)
 	}
 	status, body = upgrade(ctx, t, addr, key.Sign(t, claims("other-api")))
 	if status != http.StatusUnauthorized || !strings.Contains(body["message"].(string), `token audience (aud) "other-api" is not the audience this server requires ("realtime")`) {

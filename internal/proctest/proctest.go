@@ -61,6 +61,7 @@ func Cleanup() {
 // Server is a pgrealtime process listening on Addr.
 type Server struct {
 	t    testing.TB
+	path string // waited for: /readyz, or /healthz for StartUnready
 	bin  string
 	args []string
 	env  []string
@@ -88,7 +89,17 @@ func FreeAddr(t testing.TB) string {
 // waits until /readyz answers 200. The process is killed when the test ends.
 func Start(t testing.TB, args []string, env ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Binary(t), args: args, env: env, Addr: FreeAddr(t)}
+	s := &Server{t: t, path: "/readyz", bin: Binary(t), args: args, env: env, Addr: FreeAddr(t)}
+	s.Restart()
+	t.Cleanup(func() { s.Kill() })
+	return s
+}
+
+// StartUnready is Start for a server that is not expected to become ready
+// (its Postgres is unreachable): it waits for /healthz only.
+func StartUnready(t testing.TB, args []string, env ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, path: "/healthz", bin: Binary(t), args: args, env: env, Addr: FreeAddr(t)}
 	s.Restart()
 	t.Cleanup(func() { s.Kill() })
 	return s
@@ -142,7 +153,7 @@ func (s *Server) waitReady(exited chan struct{}, out *syncBuffer) {
 			s.t.Fatalf("pgrealtime exited before it was ready:\n%s", out.String())
 		default:
 		}
-		resp, err := client.Get("http://" + s.Addr + "/readyz")
+		resp, err := client.Get("http://" + s.Addr + s.path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -151,7 +162,7 @@ func (s *Server) waitReady(exited chan struct{}, out *syncBuffer) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval, not a stand-in for a condition
 	}
-	s.t.Fatalf("pgrealtime not ready within 60 s:\n%s", out.String())
+	s.t.Fatalf("pgrealtime: no 200 from %s within 60 s:\n%s", s.path, out.String())
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.

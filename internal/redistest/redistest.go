@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package redistest is the shared test helper that gives tests a real Redis:
 // a throwaway redis-server on a free loopback port, its files in a temporary
 // directory, which a test may stop, restart (keeping or losing its data),

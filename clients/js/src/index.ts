@@ -296,6 +296,12 @@ export function createClient(url: string, opts: ClientOptions = {}): Client {
     }
     if (!r?.subs) return r?.rej ? r.rej(err) : report(err);
     const list = r.subs.filter((s) => !s.dead);
+    if (m.code == "history_unavailable" && !r.since) {
+      // Refused without since: the server's stream has not started yet
+      // (Postgres unreachable since it started). No gap: try again.
+      report(err);
+      return later(() => request(list), 2000);
+    }
     if (m.code == "history_unavailable") {
       for (const s of list) {
         setPos(s);
