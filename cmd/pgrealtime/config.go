@@ -243,6 +243,10 @@ var options = []option{
 					c.JWTAudience = append(c.JWTAudience, a)
 				}
 			}
+			if len(c.JWTAudience) == 0 && strings.TrimSpace(v) != "" {
+				// "," would otherwise turn the audience check off silently.
+				return fmt.Errorf("must name at least one audience (a comma list such as authenticated,api), got %q", v)
+			}
 			return nil
 		}},
 	{name: "jwt-issuer", help: "when set, a token's `iss` must be exactly this (tokens minted by `token` and `dev` carry it)", cmds: cmdServe | cmdDev | cmdToken,

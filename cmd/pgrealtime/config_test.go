@@ -191,7 +191,9 @@ func TestBadSettingsExit2(t *testing.T) {
 		{"teardown bad yes env", []string{"teardown"}, envOf("PGREALTIME_YES", "sure"), []string{"PGREALTIME_YES"}},
 		{"dev data-dir not empty", []string{"dev", "--data-dir", t.TempDir() + "/.."}, envOf(), []string{"--data-dir", "not empty"}},
 		{"dev rejects database-url", []string{"dev", "--database-url=postgres://x/y"}, envOf(), []string{"--database-url", "unknown flag"}},
-		{"unknown command", []string{"srve"}, envOf(), []string{`"srve"`}},
+		{"jwt-audience only commas", serve("--jwt-audience= , "), envOf(), []string{"--jwt-audience", "at least one audience", `" , "`}},
+		{"jwt-audience env only commas", serve(), envOf("PGREALTIME_JWT_AUDIENCE", ","), []string{"PGREALTIME_JWT_AUDIENCE", "at least one audience"}},
+		{"unknown command", []string{"srve"}, envOf(), []string{`"srve"`, "token", "healthcheck"}},
 		{"no command", nil, envOf(), []string{"missing command"}},
 		{"version with args", []string{"version", "x"}, envOf(), []string{"x"}},
 	} {

@@ -61,7 +61,7 @@ Run "pgrealtime <command> --help" for the flags of a command. Every flag
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, mainUsage)
-		return configErr("", "missing command (serve, dev, teardown, version)")
+		return configErr("", "missing command (serve, dev, teardown, version, token, healthcheck)")
 	}
 	cmd, rest := args[0], args[1:]
 	var err error
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	default:
 		fmt.Fprint(stderr, mainUsage)
-		return configErr("", "unknown command %q (serve, dev, teardown, version)", cmd)
+		return configErr("", "unknown command %q (serve, dev, teardown, version, token, healthcheck)", cmd)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return nil

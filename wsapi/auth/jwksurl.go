@@ -6,6 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -117,7 +120,11 @@ func newRemoteKeys(cfg Config) (*remoteKeys, error) {
 		if r.ctx.Err() != nil {
 			return // closed: the fetch was cancelled
 		}
-		r.log.Error().Err(err).Msg("fetching the JWKS failed; keeping the keys fetched before (if any)")
+		ev := r.log.Error().Err(err)
+		if hint := tlsHint(err); hint != "" {
+			ev = ev.Str("hint", hint)
+		}
+		ev.Msg("fetching the JWKS failed; keeping the keys fetched before (if any)")
 	}
 	store, err := jwkset.NewStorageFromHTTP(cfg.JWKSURL, jwkset.HTTPClientStorageOptions{
 		Client:                    client,
@@ -146,6 +153,18 @@ func newRemoteKeys(cfg Config) (*remoteKeys, error) {
 		return nil, fmt.Errorf("jwks url: %w", err)
 	}
 	return r, nil
+}
+
+// tlsHint says what to change when the provider's certificate was not
+// trusted: the x509 error alone does not tell an operator about
+// SSL_CERT_FILE.
+func tlsHint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &unknownCA) || errors.As(err, &verify) {
+		return "the provider's certificate is not signed by a CA this system trusts: for a private CA set SSL_CERT_FILE=/path/ca.pem (or SSL_CERT_DIR)"
+	}
+	return ""
 }
 
 func orDefault(d, def time.Duration) time.Duration {

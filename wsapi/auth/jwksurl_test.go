@@ -350,3 +350,39 @@ func TestJWKSURLResponseTooLarge(t *testing.T) {
 		t.Fatalf("key fetched before the oversized response: %v", err)
 	}
 }
+
+// syncBuffer is a log sink safe for the background fetch's goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A provider whose certificate the system's CAs do not know (a private CA,
+// a local provider): the log says what to do about it, not only the x509
+// error.
+func TestJWKSURLUnknownCAHint(t *testing.T) {
+	a := jwkstest.NewECKey("a")
+	srv := jwkstest.NewServer(t, a)
+	var logs syncBuffer
+	v, err := NewVerifier(Config{JWKSURL: srv.URL, JWKSRefreshInterval: time.Hour, JWKSUnknownKIDRefresh: time.Millisecond, Logger: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	expectRefused(t, v, a.Sign(t, claimsFor("ann")), "no keys loaded from the JWKS URL")
+	eventually(t, "a log line naming SSL_CERT_FILE", func() bool {
+		return strings.Contains(logs.String(), "SSL_CERT_FILE")
+	})
+}
