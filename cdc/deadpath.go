@@ -97,12 +97,12 @@ func connectTimeout(cfg *pgconn.Config) {
 // retries with backoff, as for any other start failure.
 //
 // Cluster mode (several nodes, one leader streaming; docs/cluster.md) is
-// not built yet. There the run id does not tell a dead walsender of an
-// earlier leader from a live one, and the rule is: only while this node
-// holds the leader lock may it end a walsender holding the slot (no other
-// node may stream then, so the holder is dead); without the lock, never.
-// That check goes where the run id is compared below; without it, cluster
-// mode only waits for the holder to go.
+// not built yet. There, too, a new leader never ends another node's
+// walsender: holding the leader lock does not prove the old leader's
+// walsender dead (its lock session can end seconds before its replication
+// connection), so the new leader waits for the slot to be free, which
+// wal_sender_timeout bounds (docs/cluster.md section 8). Only this
+// process's own dead connections are ended, as above.
 func (r *Reader) takeSlot(ctx context.Context, conn *pgx.Conn, ownPID uint32) error {
 	var (
 		pid *int64
