@@ -16,18 +16,14 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startPostgres, Server, freePort, goBuild, jwtHS256, sleep } from '../testharness/harness.mjs';
 
-const execFileP = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
 // Screenshots go to browsertest/out/ (ignored by git); with
@@ -36,85 +32,6 @@ const shotDir = process.env.UPDATE_SCREENSHOTS === '1' ? path.join(repo, 'docs')
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-// For Promise.race deadlines: an unref'd timer does not keep node alive.
-const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
-
-function jwtHS256(secret, claims) {
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const unsigned = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64(claims);
-  return unsigned + '.' + createHmac('sha256', secret).update(unsigned).digest('base64url');
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function goBuild(out, pkg) {
-  await execFileP('go', ['build', '-o', out, pkg], {
-    cwd: repo, env: { ...process.env, PATH: '/usr/local/go/bin:' + process.env.PATH }, maxBuffer: 16 << 20,
-  });
-}
-
-// Starts browsertest/testdb and returns {url, psql, stop()}.
-async function startPostgres(bin) {
-  const child = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const rl = readline.createInterface({ input: child.stdout });
-  const info = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('testdb: no URL within 120 s')), 120_000);
-    rl.once('line', (l) => { clearTimeout(timer); resolve(JSON.parse(l)); });
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error('testdb exited with ' + code)); });
-  });
-  const exited = new Promise((r) => child.once('exit', r));
-  return {
-    ...info,
-    async stop() { child.stdin.end(); await Promise.race([exited, deadline(60_000)]); },
-  };
-}
-
-class Server {
-  constructor(bin, args, logPath) { Object.assign(this, { bin, args, logPath, child: null }); }
-
-  async start(baseURL) {
-    const log = fs.openSync(this.logPath, 'a');
-    fs.writeSync(log, `\n=== start ${new Date().toISOString()} ${this.args.join(' ')}\n`);
-    this.child = spawn(this.bin, this.args, { stdio: ['ignore', log, log] });
-    fs.closeSync(log);
-    const child = this.child;
-    this.exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
-    let lastStatus = 'no answer';
-    const until = Date.now() + 60_000;
-    while (Date.now() < until) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`pgrealtime exited (${child.exitCode ?? child.signalCode}) before it was ready; log:\n${this.tail()}`);
-      }
-      try {
-        const r = await fetch(baseURL + '/readyz', { signal: AbortSignal.timeout(2000) });
-        lastStatus = r.status + ' ' + (await r.text());
-        if (r.ok) return;
-      } catch (e) { lastStatus = e.message; }
-      await sleep(200);
-    }
-    throw new Error(`pgrealtime not ready within 60 s (last /readyz: ${lastStatus}); log:\n${this.tail()}`);
-  }
-
-  async stop(signal) {
-    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return null;
-    this.child.kill(signal);
-    const res = await Promise.race([this.exited, deadline(15_000).then(() => null)]);
-    if (res === null) { this.child.kill('SIGKILL'); return { code: null, signal: 'SIGKILL (timeout)' }; }
-    return res;
-  }
-
-  tail(n = 4000) {
-    try { const s = fs.readFileSync(this.logPath, 'utf8'); return s.slice(-n); } catch { return ''; }
-  }
-}
 
 test('inspector shows live rows and resumes after pgrealtime restarts', { timeout: 420_000 }, async (t) => {
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} missing: apt-get install -y chromium`);
@@ -139,11 +56,7 @@ test('inspector shows live rows and resumes after pgrealtime restarts', { timeou
 
   const pg = await startPostgres(testdbBin);
   cleanups.push(() => pg.stop());
-  const psqlBin = fs.existsSync(pg.psql) ? pg.psql : 'psql';
-  const psql = async (sql) => {
-    const { stdout } = await execFileP(psqlBin, ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', '-d', pg.url, '-c', sql]);
-    return stdout.trim();
-  };
+  const psql = (sql) => pg.psql(sql);
   await psql(`CREATE TABLE posts (id bigserial PRIMARY KEY, title text NOT NULL, body text)`);
 
   const secret = randomBytes(24).toString('hex');

@@ -31,10 +31,7 @@ func TestResumeAcrossKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sub, err := c.Subscribe(ctx, []string{"posts.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribe(ctx, t, c, "posts.*")
 	const n = 300
 	written := e.writer(ctx, 1, n, 5*time.Millisecond)
 	first := collectIDs(ctx, t, sub, 50)
@@ -64,10 +61,7 @@ func TestStalledConsumerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sub, err := c.Subscribe(ctx, []string{"posts.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribe(ctx, t, c, "posts.*")
 	const n = 400
 	if err := <-e.writer(ctx, 1, n, 0); err != nil {
 		t.Fatal(err)
@@ -130,10 +124,7 @@ func TestTokenRefreshKeepsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sub, err := c.Subscribe(ctx, []string{"posts.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribe(ctx, t, c, "posts.*")
 	// Three tokens of 3 s: the first would have expired twice over.
 	for calls.Load() < 4 {
 		select {
@@ -171,10 +162,7 @@ func TestExpiryWithoutRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sub, err := c.Subscribe(ctx, []string{"posts.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribe(ctx, t, c, "posts.*")
 	written := e.writer(ctx, 1, 150, 30*time.Millisecond) // 4.5 s: across at least one expiry
 	ids := collectIDs(ctx, t, sub, 150)
 	if err := <-written; err != nil {
@@ -199,10 +187,7 @@ func TestHistoryUnavailableGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sub, err := c.Subscribe(ctx, []string{"posts.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribe(ctx, t, c, "posts.*")
 	if err := <-e.writer(ctx, 1, 200, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -267,14 +252,8 @@ func TestUnsubscribeStopsDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	posts, err := c.Subscribe(ctx, []string{"posts.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	comments, err := c.Subscribe(ctx, []string{"comments.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	posts := subscribe(ctx, t, c, "posts.*")
+	comments := subscribe(ctx, t, c, "comments.*")
 	if err := posts.Unsubscribe(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -313,10 +292,7 @@ func TestThousandSubscriptions(t *testing.T) {
 			t.Fatalf("subscription %d: %v", i, err)
 		}
 	}
-	barrier, err := c.Subscribe(ctx, []string{"comments.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	barrier := subscribe(ctx, t, c, "comments.*")
 	if _, err := c.Subscribe(ctx, []string{"comments.1"}, ""); err == nil {
 		t.Fatal("subscription 1002 accepted with --max-subscriptions 1001")
 	} else if e := (*client.Error)(nil); !errors.As(err, &e) || e.Code != "too_many_subscriptions" {
@@ -367,14 +343,8 @@ func TestQuietSubscriptionNoGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	posts, err := c.Subscribe(ctx, []string{"posts.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	quiet, err := c.Subscribe(ctx, []string{"comments.*"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	posts := subscribe(ctx, t, c, "posts.*")
+	quiet := subscribe(ctx, t, c, "comments.*")
 	if err := <-e.writer(ctx, 1, 30, 0); err != nil {
 		t.Fatal(err)
 	}

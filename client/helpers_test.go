@@ -59,6 +59,16 @@ func newEnv(t *testing.T, args ...string) *env {
 	return &env{t: t, db: db, srv: proctest.Start(t, append(base, args...))}
 }
 
+// subscribe subscribes c to one topic, failing the test on error.
+func subscribe(ctx context.Context, t *testing.T, c *client.Client, topic string) *client.Subscription {
+	t.Helper()
+	sub, err := c.Subscribe(ctx, []string{topic}, "")
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", topic, err)
+	}
+	return sub
+}
+
 // writeRules writes the tests' rules file and returns its path.
 func writeRules(t *testing.T) string {
 	t.Helper()

@@ -10,9 +10,12 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { chromium } from 'playwright-core';
-import { startPostgres, Server, freePort, goBuild, jwtHS256, here } from './harness.mjs';
+import { startPostgres, Server, freePort, goBuild, jwtHS256 } from '../testharness/harness.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createClient } from '@supabase/supabase-js';
 import ws from 'ws';
-import { startPostgres, Server, freePort, goBuild, jwtHS256, waitUntil, sleep } from './harness.mjs';
+import { startPostgres, Server, freePort, goBuild, jwtHS256, waitUntil, sleep } from '../testharness/harness.mjs';
 
 const secret = 'supabasetest-secret-0123456789abcdef';
 const hour = () => Math.floor(Date.now() / 1000) + 3600;

@@ -4,58 +4,28 @@
 // Environment: PGREALTIME_BIN uses that binary instead of building one;
 // HARNESS_KEEP=1 keeps the temp dir (server logs).
 import { spawn, execFile } from 'node:child_process';
-import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WS } from 'ws';
+import { deadline, jwtHS256, freePort, goBuild, waitUntil, Server as ProcessServer } from '../../../testharness/harness.mjs';
 
 const execFileP = promisify(execFile);
 export const jsRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const repo = path.resolve(jsRoot, '../..');
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
-
-export function jwt(secret, claims) {
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const unsigned = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64(claims);
-  return unsigned + '.' + createHmac('sha256', secret).update(unsigned).digest('base64url');
-}
+export { jwtHS256 as jwt };
 
 // token returns an HS256 token for role admin that expires in `seconds`.
 export const token = (secret, seconds = 3600, sub = 'jsclient') =>
-  jwt(secret, { sub, role: 'admin', exp: Math.floor(Date.now() / 1000) + seconds });
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function goBuild(out, pkg) {
-  await execFileP('go', ['build', '-o', out, pkg], {
-    cwd: repo, env: { ...process.env, PATH: '/usr/local/go/bin:' + process.env.PATH }, maxBuffer: 16 << 20,
-  });
-}
+  jwtHS256(secret, { sub, role: 'admin', exp: Math.floor(Date.now() / 1000) + seconds });
 
 // waitFor polls cond (sync or async) until it is truthy or ms pass; the
 // error says what was awaited.
-export async function waitFor(what, cond, ms = 30_000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await cond();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
+export const waitFor = (what, cond, ms = 30_000) => waitUntil(what, cond, ms);
 
 // Env is one Postgres plus the binaries; servers() starts pgrealtime on it.
 export async function setup(t) {
@@ -109,45 +79,14 @@ export async function setup(t) {
   return { psql, psqlScript, server, tmp, cleanups };
 }
 
-export class Server {
+// Server is the shared one, addressed by its port.
+export class Server extends ProcessServer {
   constructor(bin, args, logPath, port) {
-    Object.assign(this, { bin, args, logPath, port, child: null });
-    this.http = `http://127.0.0.1:${port}`;
-    this.url = `ws://127.0.0.1:${port}/realtime`;
+    super(bin, args, logPath);
+    Object.assign(this, { port, http: `http://127.0.0.1:${port}`, url: `ws://127.0.0.1:${port}/realtime` });
   }
 
-  async start() {
-    const log = fs.openSync(this.logPath, 'a');
-    fs.writeSync(log, `\n=== start ${new Date().toISOString()} ${this.args.join(' ')}\n`);
-    this.child = spawn(this.bin, this.args, { stdio: ['ignore', log, log] });
-    fs.closeSync(log);
-    const child = this.child;
-    this.exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
-    let last = 'no answer';
-    const until = Date.now() + 60_000;
-    while (Date.now() < until) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`pgrealtime exited before it was ready; log:\n${this.tail()}`);
-      try {
-        const r = await fetch(this.http + '/readyz', { signal: AbortSignal.timeout(2000) });
-        last = r.status + ' ' + (await r.text());
-        if (r.ok) return;
-      } catch (e) { last = e.message; }
-      await sleep(100);
-    }
-    throw new Error(`pgrealtime not ready within 60 s (last /readyz: ${last}); log:\n${this.tail()}`);
-  }
-
-  async stop(signal) {
-    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return null;
-    this.child.kill(signal);
-    const res = await Promise.race([this.exited, deadline(15_000).then(() => null)]);
-    if (res === null) { this.child.kill('SIGKILL'); return { code: null, signal: 'SIGKILL (timeout)' }; }
-    return res;
-  }
-
-  tail(n = 3000) {
-    try { return fs.readFileSync(this.logPath, 'utf8').slice(-n); } catch { return ''; }
-  }
+  start() { return super.start(this.http); }
 }
 
 // collector records what a subscription delivers: ids (record_id as

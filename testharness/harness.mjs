@@ -1,6 +1,7 @@
-// Shared helpers of the supabase-js tests: a throwaway Postgres (through
-// browsertest/testdb, which reuses internal/pgcluster), the real pgrealtime
-// binary as a child process, HS256 tokens, and waiting with deadlines.
+// Shared helpers of the node test suites (browsertest, supabasetest,
+// clients/js/test): a throwaway Postgres (through browsertest/testdb, which
+// reuses internal/pgcluster), the real pgrealtime binary as a child process,
+// HS256 tokens, and waiting with deadlines. Node built-ins only.
 
 import { spawn, execFile } from 'node:child_process';
 import { createHmac } from 'node:crypto';
@@ -12,8 +13,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
 export const execFileP = promisify(execFile);
-export const here = path.dirname(fileURLToPath(import.meta.url));
-export const repo = path.resolve(here, '..');
+export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // For Promise.race deadlines: an unref'd timer does not keep node alive.
