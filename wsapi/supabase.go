@@ -142,8 +142,8 @@ func (p *phoenixConn) handle(typ websocket.MessageType, data []byte) {
 	case phoenix.EventBroadcast:
 		ch.broadcast(m)
 	case phoenix.EventPresence:
-		// Presence is not implemented: track/untrack are accepted and
-		// change nothing (the state stays empty).
+		// Presence state is always empty (PROTOCOL section 9, README):
+		// track/untrack are accepted and change nothing.
 		p.replyOK(m, nil)
 	default:
 		p.replyError(m, fmt.Sprintf("unknown event %q (want phx_leave, access_token, broadcast or presence)", m.Event))
