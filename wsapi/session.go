@@ -1,6 +1,7 @@
 package wsapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,7 +117,8 @@ func (c *conn) handle(data []byte) {
 		Type json.RawMessage `json:"type"`
 		ID   json.RawMessage `json:"id"`
 	}
-	if err := json.Unmarshal(data, &head); err != nil {
+	// null unmarshals into a struct without error: only an object is a message.
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' || json.Unmarshal(data, &head) != nil {
 		c.sendError(nil, CodeBadRequest, "message is not a JSON object", nil)
 		return
 	}

@@ -58,6 +58,8 @@ func TestBadRequest(t *testing.T) {
 	for _, tc := range []struct{ name, frame, id string }{
 		{"not json", `hello`, ""},
 		{"not an object", `[1,2]`, ""},
+		{"null", `null`, ""},
+		{"a string", `"subscribe"`, ""},
 		{"unknown type", `{"type":"subscrbe","id":"1","topics":["a"]}`, "1"},
 		{"missing type", `{"id":"2"}`, "2"},
 		{"missing topics", `{"type":"subscribe","id":"3"}`, "3"},
@@ -73,6 +75,9 @@ func TestBadRequest(t *testing.T) {
 			r := c.read()
 			if r.str("type") != "error" || r.str("code") != "bad_request" || r.str("message") == "" || r.str("id") != tc.id {
 				t.Fatalf("got %v", r)
+			}
+			if tc.frame[0] != '{' && r.str("message") != "message is not a JSON object" {
+				t.Fatalf("%s: message %q, want %q", tc.frame, r.str("message"), "message is not a JSON object")
 			}
 		})
 	}
