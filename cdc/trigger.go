@@ -58,7 +58,7 @@ func dropTrigger(ctx context.Context, conn *pgx.Conn) error {
 	if _, err := conn.Exec(ctx, `DROP EVENT TRIGGER IF EXISTS `+TriggerName+`; DROP FUNCTION IF EXISTS pgrealtime.publish_tables()`); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			return fmt.Errorf("drop event trigger %s: %w: run as a superuser: DROP EVENT TRIGGER %s; DROP FUNCTION pgrealtime.publish_tables()", TriggerName, err, TriggerName)
+			return fmt.Errorf("the slot, the publications and the checkpoint are dropped, but not event trigger %s (%w): run as a superuser: DROP EVENT TRIGGER %s; DROP FUNCTION pgrealtime.publish_tables()", TriggerName, err, TriggerName)
 		}
 		return fmt.Errorf("drop event trigger %s: %w", TriggerName, err)
 	}
