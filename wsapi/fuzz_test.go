@@ -3,13 +3,11 @@ package wsapi
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
@@ -69,26 +67,7 @@ func FuzzHandle(f *testing.F) {
 	srv.sinceWait = time.Millisecond
 
 	// A real server-side socket for the connection under test.
-	got := make(chan *websocket.Conn, 1)
-	hold := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		got <- ws
-		<-hold
-	}))
-	defer hs.Close()
-	defer close(hold)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer cws.CloseNow()
-	ws := <-got
+	ws, _ := socketPair(f)
 	req := httptest.NewRequest("GET", "/realtime", nil)
 	admin := &auth.Identity{Subject: "root", Role: DefaultAdminRole}
 	c := srv.newConn(ws, req.RemoteAddr, admin)

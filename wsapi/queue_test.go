@@ -2,9 +2,6 @@ package wsapi
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,37 +17,13 @@ import (
 // running, so that its send queue only fills.
 func idleConn(t *testing.T, sendQueue int) (*conn, *websocket.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
 	b := broker.NewMemory(broker.Config{HistorySize: 16})
 	t.Cleanup(func() { b.Close() })
 	srv, err := New(Config{Broker: b, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), SendQueue: sendQueue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *websocket.Conn, 1)
-	hold := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		got <- ws
-		<-hold
-	}))
-	t.Cleanup(hs.Close)
-	t.Cleanup(func() { close(hold) })
-	cws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cws.CloseNow() })
-	var ws *websocket.Conn
-	select {
-	case ws = <-got:
-	case <-ctx.Done():
-		t.Fatal("no server-side socket")
-	}
+	ws, cws := socketPair(t)
 	c := srv.newConn(ws, "127.0.0.1:1", &auth.Identity{Subject: "root", Role: DefaultAdminRole})
 	return c, cws
 }

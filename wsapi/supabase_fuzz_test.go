@@ -1,12 +1,8 @@
 package wsapi
 
 import (
-	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
@@ -57,26 +53,7 @@ func FuzzSupabaseHandle(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	got := make(chan *websocket.Conn, 1)
-	hold := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		got <- ws
-		<-hold
-	}))
-	defer hs.Close()
-	defer close(hold)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer cws.CloseNow()
-	ws := <-got
+	ws, _ := socketPair(f)
 	c := srv.newConn(ws, "127.0.0.1:1", auth.Anon())
 	ph := &phoenixConn{c: c, vsn: phoenix.V2, channels: map[string]*channel{}}
 	c.ph = ph
