@@ -3,13 +3,11 @@ package wsapi
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -122,13 +120,7 @@ func TestStalledClientClosedFastReaderKeepsAll(t *testing.T) {
 
 	// The stalled client has a tiny receive buffer, so that the server's
 	// socket fills quickly; it never reads.
-	smallBuf := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
-		Control: func(network, address string, rc syscall.RawConn) error {
-			var serr error
-			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-			return serr
-		},
-	}).DialContext}}
+	smallBuf := smallReceiveBuffer()
 	ws, _, err := websocket.Dial(p.ctx, p.wsURL, &websocket.DialOptions{HTTPClient: smallBuf, HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
 	if err != nil {
 		t.Fatal(err)

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,13 +27,7 @@ func TestStalledClientClosed4008(t *testing.T) {
 
 	// The stalled client has a tiny receive buffer so that the server's
 	// socket fills quickly.
-	smallBuf := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
-		Control: func(network, address string, rc syscall.RawConn) error {
-			var serr error
-			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-			return serr
-		},
-	}).DialContext}}
+	smallBuf := smallReceiveBuffer()
 	ws, _, err := websocket.Dial(e.ctx, e.wsURL, &websocket.DialOptions{HTTPClient: smallBuf, HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
 	if err != nil {
 		t.Fatal(err)

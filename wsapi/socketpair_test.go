@@ -2,9 +2,11 @@ package wsapi
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,4 +43,17 @@ func socketPair(tb testing.TB) (server, client *websocket.Conn) {
 		tb.Fatal("no server-side socket")
 	}
 	return server, cws
+}
+
+// smallReceiveBuffer is an HTTP client whose sockets have a 4 KiB receive
+// buffer, so that a client that stops reading fills the server's socket
+// quickly.
+func smallReceiveBuffer() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return serr
+		},
+	}).DialContext}}
 }
