@@ -1,0 +1,240 @@
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/redis/rueidis"
+
+	"github.com/pgrealtime/pgrealtime/broker"
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
+)
+
+// readCount and readBlockMs are the follower's XREAD COUNT and BLOCK.
+const (
+	readCount   = 1000
+	readBlockMs = 5000
+)
+
+// follower is the state of the follower loop (one goroutine).
+type follower struct {
+	b      *Broker
+	loaded bool
+	// cursor is the id XREAD continues after: the last entry taken in.
+	cursor string
+	// resume is the cursor after the last entry applied (or skipped as
+	// undecodable): where reading continues after a Redis error.
+	resume string
+	// applied is the id of the last entry applied (or the base after a
+	// Reset); hasApplied is false on a node that started on an empty
+	// stream and has applied nothing yet.
+	applied    broker.Position
+	hasApplied bool
+	// broken: an entry was skipped; the next transaction resets.
+	broken bool
+	// The transaction being assembled: its entries so far, the p of its
+	// first entry, the id of its last one.
+	pending  []*broker.Event
+	pendPrev broker.Position
+	pendLast broker.Position
+}
+
+// follow runs the follower loop until ctx ends: load the history, then
+// read the stream, retrying with backoff after a Redis error.
+func (b *Broker) follow(ctx context.Context) {
+	f := &follower{b: b}
+	b.setFollowReason("loading history from redis")
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		var err error
+		if !f.loaded {
+			err = f.load(ctx)
+		} else {
+			if b.beforeRead != nil {
+				b.beforeRead(ctx)
+			}
+			err = f.read(ctx)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			metrics.RedisConnected.Set(0)
+			b.setFollowReason("redis: " + err.Error())
+			b.log.Warn().Err(err).Dur("retry_in", backoff).Msg("reading the redis stream failed")
+			f.restart()
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = nextBackoff(backoff)
+			continue
+		}
+		backoff = minBackoff
+		metrics.RedisConnected.Set(1)
+		b.setFollowReason("")
+	}
+}
+
+// restart drops a partly assembled transaction: reading continues after
+// the last applied entry.
+func (f *follower) restart() {
+	f.pending = f.pending[:0]
+	f.cursor = f.resume
+}
+
+// load reads the newest HistorySize entries (XREVRANGE), resets the hub to
+// the oldest one's p and applies them in order.
+func (f *follower) load(ctx context.Context) error {
+	b := f.b
+	cmd := b.c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(int64(b.cfg.HistorySize)).Build()
+	entries, err := b.c.Do(ctx, cmd).AsXRangeSlices()
+	if err != nil {
+		return fmt.Errorf("load history: %w", err)
+	}
+	f.loaded, f.cursor, f.resume = true, "0-0", "0-0"
+	if len(entries) == 0 {
+		return nil
+	}
+	oldest := entries[len(entries)-1]
+	if p, err := parseStreamID(field(oldest.FieldValues, "p")); err == nil {
+		b.hub.Reset(p)
+		f.applied, f.hasApplied = p, true
+	} else {
+		f.broken = true // the oldest entry is skipped below; its successor resets
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		f.take(entries[i])
+	}
+	b.log.Info().Int("entries", len(entries)).Str("newest", entries[0].ID).Msg("loaded history from redis")
+	return nil
+}
+
+// read takes in one XREAD's entries.
+func (f *follower) read(ctx context.Context) error {
+	b := f.b
+	cmd := b.c.B().Xread().Count(readCount).Block(readBlockMs).Streams().Key(b.keys.stream).Id(f.cursor).Build()
+	res, err := b.c.Do(ctx, cmd).AsXReadSlices()
+	if rueidis.IsRedisNil(err) {
+		return nil // BLOCK timed out
+	}
+	if err != nil {
+		return fmt.Errorf("xread: %w", err)
+	}
+	for _, e := range res[b.keys.stream] {
+		f.take(e)
+	}
+	return nil
+}
+
+func field(fv []rueidis.XRangeFieldValue, name string) string {
+	for _, x := range fv {
+		if x.Field == name {
+			return x.Value
+		}
+	}
+	return ""
+}
+
+// errNoField is the decode error of an entry without the p or e field.
+var errNoField = errors.New("entry lacks field p or e")
+
+// decodeEntry decodes one stream entry: its position, predecessor, event
+// and the index of its transaction's last entry.
+func decodeEntry(e rueidis.XRangeSlice) (pos, prev broker.Position, ev *broker.Event, last uint32, err error) {
+	if pos, err = parseStreamID(e.ID); err != nil {
+		return
+	}
+	var p, payload string
+	var hasP, hasE bool
+	for _, x := range e.FieldValues {
+		switch x.Field {
+		case "p":
+			p, hasP = x.Value, true
+		case "e":
+			payload, hasE = x.Value, true
+		}
+	}
+	if !hasP || !hasE {
+		err = errNoField
+		return
+	}
+	if prev, err = parseStreamID(p); err != nil {
+		return
+	}
+	// DecodeBinary does not modify or retain its input: no copy.
+	raw := unsafe.Slice(unsafe.StringData(payload), len(payload))
+	ev, txLen, err := broker.DecodeBinary(raw, pos)
+	if err != nil {
+		return
+	}
+	switch {
+	case pos.Index == 0:
+		err = errors.New("entry index 0 is a base, not an event")
+	case txLen == 0:
+		err = errors.New("entry carries a live event (transaction length 0)")
+	case uint64(pos.Index) > uint64(txLen):
+		err = fmt.Errorf("entry index %d is beyond its transaction's last index %d", pos.Index, txLen)
+	case !prev.Less(pos):
+		err = fmt.Errorf("entry's predecessor %s is not before it", streamID(prev))
+	}
+	return pos, prev, ev, uint32(txLen), err
+}
+
+// take assembles one entry into its transaction and applies the
+// transaction when its last entry is in.
+func (f *follower) take(e rueidis.XRangeSlice) {
+	b := f.b
+	pos, prev, ev, last, err := decodeEntry(e)
+	if err != nil {
+		b.log.Error().Err(err).Str("id", e.ID).Int("bytes", len(field(e.FieldValues, "e"))).
+			Msg("REDIS STREAM ENTRY DOES NOT DECODE: skipped; this node resets its history at the next entry and its subscribers resume")
+		f.pending = f.pending[:0]
+		f.broken = true
+		f.cursor, f.resume = e.ID, e.ID
+		return
+	}
+	f.cursor = e.ID
+	if f.hasApplied && !f.applied.Less(pos) {
+		return // applied already
+	}
+	if len(f.pending) > 0 && (pos.LSN != f.pendLast.LSN || prev != f.pendLast) {
+		b.log.Warn().Str("id", e.ID).Str("p", streamID(prev)).Str("pending_last", streamID(f.pendLast)).
+			Msg("stream entry does not continue the transaction being assembled: dropping its incomplete part; this node resets")
+		f.pending = f.pending[:0]
+		f.broken = true
+	}
+	if len(f.pending) == 0 {
+		f.pendPrev = prev
+	}
+	f.pending = append(f.pending, ev)
+	f.pendLast = pos
+	if pos.Index == last {
+		f.apply()
+	}
+}
+
+// apply hands the assembled transaction to the hub, resetting it first
+// when the transaction does not directly follow what was applied.
+func (f *follower) apply() {
+	b := f.b
+	prev := f.pendPrev
+	if f.broken || (f.hasApplied && prev != f.applied) {
+		metrics.ClusterResets.Inc()
+		applied := "none"
+		if f.hasApplied {
+			applied = streamID(f.applied)
+		}
+		b.log.Warn().Str("p", streamID(prev)).Str("applied", applied).Bool("skipped_entry", f.broken).
+			Msg("discontinuity in the redis stream: resetting this node's history; its subscribers resume with since")
+		b.hub.Reset(prev)
+		f.broken = false
+	}
+	evs := make([]*broker.Event, len(f.pending))
+	copy(evs, f.pending)
+	b.hub.Apply(prev, evs)
+	f.applied, f.hasApplied = f.pendLast, true
+	f.resume = f.cursor
+	f.pending = f.pending[:0]
+}
