@@ -33,6 +33,7 @@ type recorder struct {
 	implicit []string // Apply calls whose prev did not match without a Reset
 	lives    []*broker.Event
 	changed  chan struct{}
+	onApply  func(evs []*broker.Event) // benchmarks: called in Apply
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
@@ -59,6 +60,9 @@ func (r *recorder) Apply(prev broker.Position, evs []*broker.Event) {
 	r.prevs = append(r.prevs, prev)
 	r.txs = append(r.txs, ps)
 	r.last, r.hasLast = evs[len(evs)-1].Position, true
+	if r.onApply != nil {
+		r.onApply(evs)
+	}
 	r.notify()
 }
 
