@@ -3,6 +3,9 @@ package redisbroker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"slices"
 	"testing"
 	"time"
@@ -169,5 +172,64 @@ func TestBeginRefusesAForeignStream(t *testing.T) {
 	}
 	if err := a.b.Append(ctx, tx(1000, 1)); !errors.Is(err, errNoSession) {
 		t.Fatalf("Append after a refused Begin = %v, want errNoSession", err)
+	}
+}
+
+// evalshaCalls is the server's count of EVALSHA commands (the watermark
+// script).
+func evalshaCalls(t *testing.T, n *node) int {
+	t.Helper()
+	info, err := n.c.Do(context.Background(), n.c.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+			c, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return c
+		}
+	}
+	return 0
+}
+
+// TestIdleWatermarkAdvances: with nothing to append, Durable still raises
+// the flushed watermark to safe (so the slot moves), in a watermark-only
+// batch at most once a second; the watermark never goes down.
+func TestIdleWatermarkAdvances(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	n := startNode(t, srv, 100, func(_ *Config, b *Broker) { b.idleEvery = idleWatermarkEvery })
+	ctx := context.Background()
+	if err := n.b.Begin(ctx, broker.Position{LSN: 900}); err != nil {
+		t.Fatal(err)
+	}
+	flushed := func() string {
+		v, _ := n.c.Do(ctx, n.c.B().Get().Key(n.b.keys.flushed).Build()).ToString()
+		return v
+	}
+	start, calls0 := time.Now(), evalshaCalls(t, n)
+	safe := uint64(2000)
+	waitUntil(t, "Durable reaches safe", func() (bool, string) {
+		safe++
+		d, err := n.b.Durable(safe)
+		return err == nil && d >= 2000, fmt.Sprintf("Durable = %X, %v", d, err)
+	})
+	for i := range 100 { // more calls within the second: no more batches
+		if _, err := n.b.Durable(safe + 1000 + uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	if w := flushed(); w < watermarkText(2000) {
+		t.Fatalf("flushed watermark %q, want at least %s", w, watermarkText(2000))
+	}
+	if got, limit := evalshaCalls(t, n)-calls0, 1+int(elapsed/idleWatermarkEvery); got > limit {
+		t.Fatalf("%d watermark batches in %s, want at most %d", got, elapsed, limit)
+	}
+	// The script only raises it.
+	if err := n.c.Do(ctx, n.c.B().Eval().Script(raiseWatermark).Numkeys(1).Key(n.b.keys.flushed).Arg(watermarkText(5)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if w := flushed(); w < watermarkText(2000) {
+		t.Fatalf("flushed watermark lowered to %q", w)
 	}
 }
