@@ -96,6 +96,11 @@ func (a *appender) end() {
 	a.mu.Unlock()
 	if s != nil {
 		s.cancel()
+		// A batch on the dedicated connection may wait for its replies
+		// beyond its ctx, and releasing the connection waits for Redis too;
+		// closing it ends both within about a second when Redis does not
+		// answer. The next session dials a new one.
+		s.dc.Close()
 		<-s.done
 		s.release()
 	}

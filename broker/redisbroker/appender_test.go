@@ -233,3 +233,34 @@ func TestIdleWatermarkAdvances(t *testing.T) {
 		t.Fatalf("flushed watermark lowered to %q", w)
 	}
 }
+
+// TestCloseDoesNotWaitForAStalledRedis: ending a session whose batch is
+// stuck on an unresponsive Redis returns at once.
+func TestCloseDoesNotWaitForAStalledRedis(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	n := startNode(t, srv, 100)
+	r := newReader(n.b, 900)
+	r.publish(t, tx(1000, 1))
+	srv.Pause()
+	defer srv.Resume()
+	if err := n.b.Append(context.Background(), tx(1100, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the batch is in flight", func() (bool, string) {
+		n.b.app.mu.Lock()
+		defer n.b.app.mu.Unlock()
+		return len(n.b.app.s.inflight) > 0, "queued"
+	})
+	start := time.Now()
+	if err := n.b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d := time.Since(start)
+	t.Logf("Close took %s", d)
+	if d > 2*time.Second {
+		t.Fatalf("Close took %s with Redis paused", d)
+	}
+	if _, err := n.b.Durable(2000); !errors.Is(err, errNoSession) {
+		t.Fatalf("Durable after Close = %v, want errNoSession", err)
+	}
+}

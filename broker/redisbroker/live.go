@@ -51,8 +51,10 @@ func (b *Broker) liveLoop(ctx context.Context) {
 // message to the hub until the connection is lost or ctx ends. It reports
 // whether the subscription was confirmed.
 func (b *Broker) subscribeLive(ctx context.Context) (subscribed bool, err error) {
-	dc, release := b.c.Dedicate()
-	defer release()
+	// Closed, not only released, at the end: releasing unsubscribes and
+	// waits for the reply, which an unresponsive Redis never sends.
+	dc, _ := b.c.Dedicate()
+	defer dc.Close()
 	confirmed := make(chan struct{}, 1)
 	lost := dc.SetPubSubHooks(rueidis.PubSubHooks{
 		OnMessage: func(m rueidis.PubSubMessage) { b.onLive(m.Message) },

@@ -84,3 +84,34 @@ func TestLiveEventsReachEveryNodeOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestRunEndsWithItsContextWhileRedisIsPaused: a node stops promptly even
+// when Redis does not answer.
+func TestRunEndsWithItsContextWhileRedisIsPaused(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := newRecorder()
+	b, err := newBroker(Config{Client: newClient(t, srv), Slot: testSlot, HistorySize: 10}, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = b.Run(ctx) }()
+	(&node{b: b}).waitReady(t)
+	srv.Pause()
+	defer srv.Resume()
+	start := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("Run did not return")
+	}
+	t.Logf("Run returned %s after its ctx ended", time.Since(start))
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Run took %s to return with Redis paused", d)
+	}
+	if err := b.Ready(); err == nil || err.Error() != "stopped" {
+		t.Fatalf("Ready after Run = %v, want stopped", err)
+	}
+}

@@ -174,7 +174,9 @@ func nextBackoff(d time.Duration) time.Duration {
 	return d
 }
 
-// Close ends the append session, if any. The loops end with Run's ctx.
+// Close ends the append session, if any, dropping what it has not sent
+// (within about a second when Redis does not answer). The loops end with
+// Run's ctx.
 func (b *Broker) Close() error {
 	b.app.end()
 	return nil
