@@ -183,7 +183,7 @@ func (r *Registry) Run(ctx context.Context) error {
 // beat is one heartbeat: the entry, the leader key, the node count and, on
 // the leader, the removal of old entries.
 func (r *Registry) beat(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
+	ctx, cancel := context.WithTimeout(ctx, r.opTimeout())
 	defer cancel()
 	leading := r.cfg.IsLeader()
 	role := RoleFollower
@@ -259,11 +259,17 @@ func (r *Registry) stop() {
 	if !leading {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Heartbeat)
+	ctx, cancel := context.WithTimeout(context.Background(), r.opTimeout())
 	defer cancel()
 	if err := delIfOurs.Exec(ctx, r.cfg.Client, []string{r.leaderKey}, []string{r.cfg.NodeID}).Error(); err != nil {
 		r.log.Warn().Err(err).Msg("cannot delete the leader key on stop; it expires by itself")
 	}
+}
+
+// opTimeout bounds one heartbeat's Redis commands, and the deletion of the
+// leader key on stop: a heartbeat, at least 1 s.
+func (r *Registry) opTimeout() time.Duration {
+	return max(r.cfg.Heartbeat, time.Second)
 }
 
 // View reads the leader key and the entries seen within Fresh.
