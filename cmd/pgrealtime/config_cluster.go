@@ -37,6 +37,9 @@ func setRedisURL(c *Config, v string) error {
 // password.
 func checkRedisURL(v string) error {
 	const example = "e.g. redis://host:6379/0, rediss://user:password@host:6380/0 or unix:///run/redis.sock"
+	if !strings.Contains(v, "://") {
+		return fmt.Errorf("must start with redis://, rediss:// (TLS) or unix:// (%s)", example)
+	}
 	u, err := url.Parse(v)
 	if err != nil {
 		var ue *url.Error
@@ -51,9 +54,6 @@ func checkRedisURL(v string) error {
 		known = known || scheme == s
 	}
 	if !known {
-		if u.Scheme == "" {
-			return fmt.Errorf("not a valid Redis URL: missing scheme (%s)", example)
-		}
 		return fmt.Errorf("unsupported scheme %q: use redis://, rediss:// (TLS) or unix:// (%s)", u.Scheme, example)
 	}
 	if scheme == "unix" && strings.TrimSpace(u.Path) == "" {
