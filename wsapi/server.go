@@ -67,7 +67,12 @@ const (
 
 // Config configures a Server. Zero fields take the Default… values.
 type Config struct {
-	Broker broker.Broker
+	// Broker is where connections subscribe and where HTTP and client
+	// broadcasts are published (broker.Memory, or a cluster broker).
+	Broker interface {
+		broker.Subscriptions
+		broker.LivePublisher
+	}
 	// Verifier checks tokens; nil: every connection is anonymous and any
 	// presented token is refused.
 	Verifier *auth.Verifier
