@@ -119,6 +119,14 @@ func (s *session) poke() {
 	}
 }
 
+// noSession is the error of Append and Durable without a session.
+func (b *Broker) noSession() error {
+	if b.isClosed() {
+		return broker.ErrClosed
+	}
+	return errNoSession
+}
+
 // Append queues one committed transaction for the next batch, skipping
 // events at or before what the stream or this session has already. It
 // blocks while MaxQueueBytes of payload are queued or in flight, until
@@ -133,7 +141,7 @@ func (b *Broker) Append(ctx context.Context, tx *broker.Tx) error {
 	}
 	a.mu.Unlock()
 	if s == nil {
-		return errNoSession
+		return b.noSession()
 	}
 	item, err := b.encodeTx(tx, skip)
 	if err != nil || item == nil {
@@ -234,7 +242,7 @@ func (b *Broker) Durable(safe uint64) (uint64, error) {
 	s := a.s
 	switch {
 	case s == nil:
-		return 0, errNoSession
+		return 0, b.noSession()
 	case s.err != nil:
 		return 0, s.err
 	}

@@ -34,6 +34,9 @@ return 0`
 // flushed watermark W, and decides the first entry's predecessor: L when
 // W ≥ from, else the base <from>-0 (data lost, or a new cluster).
 func (b *Broker) Begin(ctx context.Context, from broker.Position) error {
+	if b.isClosed() {
+		return broker.ErrClosed
+	}
 	a := &b.app
 	a.end()
 	dc, release := b.c.Dedicate()

@@ -14,6 +14,9 @@ import (
 // included (PUBLISH on the slot's live channel). Best effort: a node
 // whose subscription is reconnecting misses it.
 func (b *Broker) PublishLive(ctx context.Context, ev *broker.Event) error {
+	if b.isClosed() {
+		return broker.ErrClosed
+	}
 	payload, err := broker.AppendBinary(nil, ev, 0)
 	if err != nil {
 		return fmt.Errorf("publish live event: %w", err)

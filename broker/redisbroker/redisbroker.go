@@ -64,16 +64,20 @@ type applier interface {
 }
 
 // Broker is one node's side of the cluster: the follower and live loops
-// (Run) feed the local fan-out; Begin, Append and Durable are the leader's
-// appender.
+// (Run) feed the local fan-out, a broker.Hub that serves the node's
+// subscriptions; Begin, Append and Durable are the leader's appender
+// (whoever calls them: only the elected leader runs the WAL reader, and
+// the slot fences everyone else).
 type Broker struct {
 	cfg  Config
 	c    rueidis.Client
 	keys keys
 	hub  applier
+	subs *broker.Hub // the hub as Subscriptions (nil in tests that record)
 	log  zerolog.Logger
 
 	mu           sync.Mutex
+	closed       bool
 	followReason string // why the follower is not ready ("" = ready)
 	liveReason   string // why live events are not received ("" = subscribed)
 
@@ -95,6 +99,22 @@ func validate(cfg Config) error {
 		return fmt.Errorf("redisbroker: Config.HistorySize is %d: it must be at least 1", cfg.HistorySize)
 	}
 	return nil
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// New returns a node's Broker; cmd runs its Run until the process stops.
+func New(cfg Config) (*Broker, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	hub := broker.NewHub(broker.HubConfig{HistorySize: cfg.HistorySize, Prepare: cfg.Prepare, Logger: cfg.Logger})
+	b, err := newBroker(cfg, hub)
+	if err != nil {
+		return nil, err
+	}
+	b.subs = hub
+	return b, nil
 }
 
 // newBroker builds a Broker that feeds hub.
@@ -174,10 +194,42 @@ func nextBackoff(d time.Duration) time.Duration {
 	return d
 }
 
+// Subscribe implements broker.Subscriptions.
+func (b *Broker) Subscribe(ctx context.Context, sub broker.Subscriber, patterns []broker.Pattern, since *broker.Position) (broker.Position, error) {
+	return b.subs.Subscribe(ctx, sub, patterns, since)
+}
+
+// Unsubscribe implements broker.Subscriptions.
+func (b *Broker) Unsubscribe(sub broker.Subscriber, patterns []broker.Pattern) {
+	b.subs.Unsubscribe(sub, patterns)
+}
+
+// Remove implements broker.Subscriptions.
+func (b *Broker) Remove(sub broker.Subscriber) { b.subs.Remove(sub) }
+
+// WaitFor implements broker.Subscriptions.
+func (b *Broker) WaitFor(ctx context.Context, pos broker.Position) error {
+	return b.subs.WaitFor(ctx, pos)
+}
+
+// isClosed reports whether Close was called.
+func (b *Broker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
 // Close ends the append session, if any, dropping what it has not sent
-// (within about a second when Redis does not answer). The loops end with
-// Run's ctx.
+// (within about a second when Redis does not answer), and closes the hub;
+// later Begin, Append, Durable, PublishLive and Subscribe calls fail with
+// broker.ErrClosed. The loops end with Run's ctx.
 func (b *Broker) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	b.app.end()
+	if b.subs != nil {
+		return b.subs.Close()
+	}
 	return nil
 }
