@@ -72,6 +72,33 @@ type session struct {
 	// Appender goroutine only.
 	prev    broker.Position // p of the next entry
 	waitAOF bool
+	recent  []batchCount // batches sent within the trim grace
+}
+
+// batchCount is how many entries a batch appended, and when.
+type batchCount struct {
+	at time.Time
+	n  int
+}
+
+// recentEntries records a batch of n entries and returns how many entries
+// were appended within grace (this batch included). The stream keeps them
+// on top of HistorySize, so that trimming overtakes only a node that is
+// more than grace behind: trimmed right after the XADDs to HistorySize, a
+// burst larger than it (one big transaction) would overtake every node,
+// the leader's own included, and reset them all.
+func (s *session) recentEntries(n int, grace time.Duration) int {
+	now := time.Now()
+	i := 0
+	for i < len(s.recent) && now.Sub(s.recent[i].at) > grace {
+		i++
+	}
+	s.recent = append(s.recent[i:], batchCount{now, n})
+	sum := 0
+	for _, c := range s.recent {
+		sum += c.n
+	}
+	return sum
 }
 
 func (a *appender) start(s *session) {
@@ -354,7 +381,8 @@ func (b *Broker) send(s *session, batch []*txItem, w uint64) error {
 	}
 	nx := len(cmds)
 	if nx > 0 {
-		cmds = append(cmds, dc.B().Xtrim().Key(k.stream).Maxlen().Almost().Threshold(strconv.Itoa(b.cfg.HistorySize)).Build())
+		keep := b.cfg.HistorySize + s.recentEntries(nx, b.trimGrace)
+		cmds = append(cmds, dc.B().Xtrim().Key(k.stream).Maxlen().Almost().Threshold(strconv.Itoa(keep)).Build())
 	}
 	iw := -1
 	if w > 0 {

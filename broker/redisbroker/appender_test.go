@@ -260,7 +260,7 @@ func TestCloseDoesNotWaitForAStalledRedis(t *testing.T) {
 	if d > 2*time.Second {
 		t.Fatalf("Close took %s with Redis paused", d)
 	}
-	if _, err := n.b.Durable(2000); !errors.Is(err, errNoSession) {
-		t.Fatalf("Durable after Close = %v, want errNoSession", err)
+	if _, err := n.b.Durable(2000); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Durable after Close = %v, want broker.ErrClosed", err)
 	}
 }

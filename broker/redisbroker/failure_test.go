@@ -93,7 +93,8 @@ func TestRedisRestartEmptyResets(t *testing.T) {
 func TestTrimmingOvertakesAPausedFollower(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	const history = 10
-	a := startNode(t, srv, history)
+	// The leader trims without grace: b is overtaken at once.
+	a := startNode(t, srv, history, func(_ *Config, br *Broker) { br.trimGrace = 0 })
 	var pause atomic.Bool
 	paused, gate := make(chan struct{}, 1), make(chan struct{})
 	b := startNode(t, srv, history, func(_ *Config, br *Broker) {

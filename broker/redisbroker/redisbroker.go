@@ -38,6 +38,11 @@ type Config struct {
 // appender: Append blocks beyond it.
 const MaxQueueBytes = 64 << 20
 
+// TrimGrace: the stream keeps HistorySize entries plus every entry
+// appended within TrimGrace, so that trimming overtakes (and resets) only
+// a node that is that far behind.
+const TrimGrace = 10 * time.Second
+
 // Backoff of the follower and live loops after a Redis error.
 const (
 	minBackoff = 100 * time.Millisecond
@@ -84,6 +89,7 @@ type Broker struct {
 	app        appender
 	queueLimit int           // MaxQueueBytes; tests lower it
 	idleEvery  time.Duration // idleWatermarkEvery; tests shorten it
+	trimGrace  time.Duration // TrimGrace; tests shorten it
 
 	// beforeRead, when set (tests), is called before every XREAD.
 	beforeRead func(ctx context.Context)
@@ -129,7 +135,7 @@ func newBroker(cfg Config, hub applier) (*Broker, error) {
 		liveReason:   "not started: the live event loop is not running",
 	}
 	b.app.b = b
-	b.queueLimit, b.idleEvery = MaxQueueBytes, idleWatermarkEvery
+	b.queueLimit, b.idleEvery, b.trimGrace = MaxQueueBytes, idleWatermarkEvery, TrimGrace
 	return b, nil
 }
 
