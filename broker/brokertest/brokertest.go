@@ -1,14 +1,18 @@
 // Package brokertest is the contract every broker.Broker implementation must
 // pass: call Run from the implementation's tests.
 //
-// The suite holds for asynchronous implementations too (events handed to
-// Deliver later, from another goroutine): it never waits for a while to see
-// whether something arrives. Before checking what did or did not arrive it
-// waits on a barrier (Barrier): a sentinel event that the subscribers under
-// test also match, published after everything else, and awaited at each of
-// them. What it assumes of an implementation is that each subscriber
-// receives what is published to it in the order of the Publish,
-// PublishLive and Subscribe calls that produced it, so that whatever
+// The suite holds for asynchronous implementations too (Append returning
+// before the transaction is applied, events handed to Deliver later, from
+// another goroutine, live events on another path than WAL events): it never
+// sleeps, and never waits for a while to see whether something arrives.
+// Before checking what did or did not arrive it waits on a barrier
+// (Barrier): first WaitFor the last position the suite appended, then a
+// live sentinel event that the subscribers under test also match,
+// published after everything else and awaited at each of them. What it
+// assumes of an implementation is that the node fans out each transaction
+// as it applies it (so that when WaitFor returns, the deliveries of every
+// transaction up to that position have been made), and that each
+// subscriber receives what is delivered to it in order, so that whatever
 // arrives before the sentinel, however late, is seen, and fails the check
 // when it should not have arrived.
 package brokertest
@@ -123,9 +127,19 @@ func Run(t *testing.T, newBroker NewBroker) {
 		}
 		return c
 	}
+	// applied waits until b has applied everything appended so far (Append
+	// may return before that).
+	applied := func(t *testing.T, b broker.Broker) {
+		t.Helper()
+		if last, ok := lastAppended(b); ok {
+			if err := b.WaitFor(ctx(t), last); err != nil {
+				t.Fatalf("wait for the broker to apply %s: %v", last, err)
+			}
+		}
+	}
 	publish := func(t *testing.T, b broker.Broker, tx *broker.Tx) {
 		t.Helper()
-		if err := b.Append(ctx(t), tx); err != nil {
+		if err := Append(ctx(t), b, tx); err != nil {
 			t.Fatalf("append: %v", err)
 		}
 	}
@@ -160,7 +174,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		return r.Events()
 	}
 
-	t.Run("Filters", func(t *testing.T) { runFilters(t, newBroker) })
+	t.Run("Filters", func(t *testing.T) { runFilters(t, newBroker, applied) })
 	t.Run("WaitFor", func(t *testing.T) { runWaitFor(t, newBroker) })
 
 	t.Run("PatternsMatchByCollectionAndID", func(t *testing.T) {
@@ -299,6 +313,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 			t.Fatalf("position before any event = %s, want zero", pos)
 		}
 		publish(t, b, Tx(100, "posts/create/1", "other/create/2"))
+		applied(t, b)
 		if pos := subscribe(t, b, NewRecorder(), nil, "posts"); pos.String() != "0/64:2" {
 			t.Fatalf("position = %s, want 0/64:2", pos)
 		}
@@ -359,6 +374,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		publish(t, b, Tx(100, "posts/create/1"))
 		publish(t, b, Tx(150, "posts/update/1"))
 		// posts.1 goes live after 0/96:1: that event never reached r.
+		applied(t, b)
 		subscribe(t, b, r, nil, "posts.1")
 		publish(t, b, Tx(200, "posts/update/1"))
 		r.WaitN(t, 1)
@@ -378,13 +394,17 @@ func Run(t *testing.T, newBroker NewBroker) {
 		go func() {
 			defer close(done)
 			for i := 1; i < n; i++ {
-				if err := b.Append(context.Background(), Tx(uint64(10+i*10), fmt.Sprintf("posts/create/%d", i))); err != nil {
+				if err := Append(context.Background(), b, Tx(uint64(10+i*10), fmt.Sprintf("posts/create/%d", i))); err != nil {
 					t.Error(err)
 					return
 				}
 			}
 		}()
-		time.Sleep(time.Millisecond)
+		// Subscribe while the publisher is (most likely) still at it: once
+		// the stream has reached a quarter of it.
+		if err := b.WaitFor(ctx(t), broker.Position{LSN: uint64(10 + n/4*10), Index: 1}); err != nil {
+			t.Fatalf("wait for the stream: %v", err)
+		}
 		since := broker.Position{LSN: 10, Index: 1}
 		r := NewRecorder()
 		subscribe(t, b, r, &since, "posts")
@@ -405,6 +425,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		for i := 0; i < historySize+3; i++ {
 			publish(t, b, Tx(uint64(100+i), "posts/create/x"))
 		}
+		applied(t, b)
 		r := NewRecorder()
 		old := broker.Position{LSN: 100, Index: 1}
 		if _, err := b.Subscribe(ctx(t), r, pats(t, "posts"), &old); !errors.Is(err, broker.ErrHistoryUnavailable) {
@@ -509,15 +530,19 @@ func Run(t *testing.T, newBroker NewBroker) {
 		publish(t, b, Tx(100, "posts/create/1"))
 		ahead := broker.Position{LSN: 200, Index: 1}
 		go func() {
-			time.Sleep(100 * time.Millisecond)
-			_ = b.Append(context.Background(), Tx(200, "posts/create/2"))
-			_ = b.Append(context.Background(), Tx(300, "posts/create/3"))
+			if err := Append(context.Background(), b, Tx(200, "posts/create/2")); err != nil {
+				t.Error(err)
+			}
+			if err := Append(context.Background(), b, Tx(300, "posts/create/3")); err != nil {
+				t.Error(err)
+			}
 		}()
 		r := NewRecorder()
-		start := time.Now()
 		pos := subscribe(t, b, r, &ahead, "posts")
-		if time.Since(start) < 50*time.Millisecond {
-			t.Fatal("subscribe answered before the stream reached since")
+		// Whichever came first, Subscribe returned only once the stream
+		// had reached since.
+		if now := b.Position(); now.Less(ahead) {
+			t.Fatalf("subscribe answered before the stream reached since: Position() = %s < %s", now, ahead)
 		}
 		if pos.Compare(ahead) < 0 {
 			t.Fatalf("position %s before since %s", pos, ahead)
@@ -549,7 +574,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		go func() {
 			defer wg.Done()
 			for i := 1; i <= txs; i++ {
-				_ = b.Append(context.Background(), Tx(uint64(i), fmt.Sprintf("posts/update/%d", i)))
+				_ = Append(context.Background(), b, Tx(uint64(i), fmt.Sprintf("posts/update/%d", i)))
 			}
 		}()
 		for i := 0; i < 20; i++ {

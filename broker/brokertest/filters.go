@@ -49,7 +49,7 @@ func (s *filterSuite) publish(evs ...*broker.Event) broker.Position {
 		ev.Timestamp = tx.CommitTime
 		tx.Events = append(tx.Events, ev)
 	}
-	if err := s.b.Append(s.ctx(), tx); err != nil {
+	if err := Append(s.ctx(), s.b, tx); err != nil {
 		s.t.Fatalf("append: %v", err)
 	}
 	return tx.Events[len(tx.Events)-1].Position
@@ -92,7 +92,7 @@ func names(evs []*broker.Event) string {
 }
 
 // runFilters is the column-filter part of the contract (PROTOCOL section 2).
-func runFilters(t *testing.T, newBroker NewBroker) {
+func runFilters(t *testing.T, newBroker NewBroker, applied func(*testing.T, broker.Broker)) {
 	const historySize = 64
 	suite := func(t *testing.T) *filterSuite { return &filterSuite{t: t, b: newBroker(t, historySize)} }
 
@@ -132,6 +132,7 @@ func runFilters(t *testing.T, newBroker NewBroker) {
 		s.publish(recEvent("posts", broker.ActionCreate, "5", row("a", int64(1))))
 		s.publish(recEvent("posts", broker.ActionCreate, "6", row("a", int64(2))))
 		s.publish(recEvent("posts", broker.ActionCreate, "7", row("a", int64(3))))
+		applied(t, s.b)
 		s.b.Unsubscribe(r, pats(t, "posts?a=eq.1", "posts?a=gte.1")) // posts.*?a=eq.2 and posts.5?a=eq.1 remain
 		s.publish(recEvent("posts", broker.ActionCreate, "8", row("a", int64(1))))
 		s.publish(recEvent("posts", broker.ActionCreate, "5", row("a", int64(1))))
@@ -198,6 +199,7 @@ func runFilters(t *testing.T, newBroker NewBroker) {
 		s.publish(recEvent("posts", broker.ActionCreate, "1", row("user_id", "ann")))
 		s.publish(recEvent("posts", broker.ActionCreate, "2", row("user_id", "bob")))
 		s.publish(recEvent("posts", broker.ActionUpdate, "2", row("user_id", "ann")))
+		applied(t, s.b)
 		// A fresh subscriber resumes with a filter: only matching events replay.
 		fresh := s.recorder(&start, "posts?user_id=eq.ann")
 		// The live subscriber widens to the whole collection from start:

@@ -127,15 +127,62 @@ const SentinelCollection = "brokertest_barrier"
 
 var barrierSeq atomic.Uint64
 
-// Barrier returns once every event published to b before it was called
-// has reached each of rs (as far as it is going to): it subscribes each of
-// rs to SentinelCollection, publishes one live sentinel event there and
-// waits until each of rs has it. Recorders do not record sentinels. It
-// fails the test when a sentinel does not arrive within 10 s.
+// appended is, per broker under test, the last position appended through
+// Append (a *appendedPos).
+var appended sync.Map
+
+type appendedPos struct {
+	mu  sync.Mutex
+	pos broker.Position
+}
+
+// Append appends tx to b and records its last position for Barrier.
+func Append(ctx context.Context, b broker.Broker, tx *broker.Tx) error {
+	if n := len(tx.Events); n > 0 {
+		v, _ := appended.LoadOrStore(b, &appendedPos{})
+		ap := v.(*appendedPos)
+		ap.mu.Lock()
+		if last := tx.Events[n-1].Position; ap.pos.Less(last) {
+			ap.pos = last
+		}
+		ap.mu.Unlock()
+	}
+	return b.Append(ctx, tx)
+}
+
+// lastAppended is the last position appended to b through Append, and
+// whether there was one.
+func lastAppended(b broker.Broker) (broker.Position, bool) {
+	v, ok := appended.Load(b)
+	if !ok {
+		return broker.Position{}, false
+	}
+	ap := v.(*appendedPos)
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	return ap.pos, true
+}
+
+// Barrier returns once every event appended (through Append) or published
+// live to b before it was called has reached each of rs (as far as it is
+// going to). It first waits with WaitFor until b has applied the last
+// position appended through Append: b fans out the transactions of its
+// ordered feed as it applies them, so every earlier WAL delivery has been
+// made (and reaches each subscriber before anything made later). Then it
+// subscribes each of rs to SentinelCollection, publishes one live
+// sentinel event there and waits until each of rs has it, which orders the
+// live events (they travel the same way as the sentinel). Recorders do not
+// record sentinels. It fails the test when the stream or a sentinel does
+// not arrive within 10 s.
 func Barrier(t testing.TB, b broker.Broker, rs ...*Recorder) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if last, ok := lastAppended(b); ok {
+		if err := b.WaitFor(ctx, last); err != nil {
+			t.Fatalf("barrier: wait for the broker to apply %s: %v", last, err)
+		}
+	}
 	sentinel := []broker.Pattern{{Collection: SentinelCollection}}
 	for _, r := range rs {
 		if _, err := b.Subscribe(ctx, r, sentinel, nil); err != nil {

@@ -18,7 +18,7 @@ func runWaitFor(t *testing.T, newBroker NewBroker) {
 	}
 	appendTx := func(t *testing.T, b broker.Broker, tx *broker.Tx) {
 		t.Helper()
-		if err := b.Append(ctx(t, 20*time.Second), tx); err != nil {
+		if err := Append(ctx(t, 20*time.Second), b, tx); err != nil {
 			t.Fatalf("append: %v", err)
 		}
 	}
