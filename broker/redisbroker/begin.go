@@ -52,14 +52,15 @@ func (b *Broker) Begin(ctx context.Context, from broker.Position) error {
 
 func (b *Broker) begin(ctx context.Context, dc rueidis.DedicatedClient, from broker.Position) (*session, error) {
 	k := b.keys
+	origin := b.currentOrigin()
 	cmds := rueidis.Commands{
 		dc.B().Set().Key(k.format).Value("1").Nx().Build(),
 		dc.B().Get().Key(k.format).Build(),
 		dc.B().ScriptLoad().Script(raiseWatermark).Build(),
 		dc.B().Get().Key(k.flushed).Build(),
 	}
-	if b.cfg.Origin != "" {
-		cmds = append(cmds, dc.B().Set().Key(k.origin).Value(b.cfg.Origin).Nx().Build(), dc.B().Get().Key(k.origin).Build())
+	if origin != "" {
+		cmds = append(cmds, dc.B().Set().Key(k.origin).Value(origin).Nx().Build(), dc.B().Get().Key(k.origin).Build())
 	}
 	res := dc.DoMulti(ctx, cmds...)
 	for _, r := range res {
@@ -82,9 +83,9 @@ func (b *Broker) begin(ctx context.Context, dc rueidis.DedicatedClient, from bro
 		}
 		hasW = true
 	}
-	if b.cfg.Origin != "" {
-		if o, _ := res[5].ToString(); o != b.cfg.Origin {
-			return nil, fmt.Errorf("%w: %s is %q, this database is %q: if the database was restored or replaced, delete the keys pgrealtime:{%s}:* (pgrealtime cluster reset --yes) and restart the nodes; otherwise point this node at the database or Redis it belongs to", ErrOrigin, k.origin, o, b.cfg.Origin, b.cfg.Slot)
+	if origin != "" {
+		if o, _ := res[5].ToString(); o != origin {
+			return nil, fmt.Errorf("%w: %s is %q, this database is %q: if the database was restored or replaced, delete the keys pgrealtime:{%s}:* (pgrealtime cluster reset --yes) and restart the nodes; otherwise point this node at the database or Redis it belongs to", ErrOrigin, k.origin, o, origin, b.cfg.Slot)
 		}
 	}
 	last, hasLast, err := lastID(ctx, dc, k.stream)

@@ -85,6 +85,7 @@ type Broker struct {
 	closed       bool
 	followReason string // why the follower is not ready ("" = ready)
 	liveReason   string // why live events are not received ("" = subscribed)
+	origin       string // Config.Origin, or what SetOrigin set
 
 	app        appender
 	queueLimit int           // MaxQueueBytes; tests lower it
@@ -93,6 +94,21 @@ type Broker struct {
 
 	// beforeRead, when set (tests), is called before every XREAD.
 	beforeRead func(ctx context.Context)
+}
+
+// SetOrigin replaces Config.Origin for the next Begin: cmd reads the
+// database's identity when a node becomes leader (the database may not be
+// reachable when the node starts). "" turns the origin check off.
+func (b *Broker) SetOrigin(origin string) {
+	b.mu.Lock()
+	b.origin = origin
+	b.mu.Unlock()
+}
+
+func (b *Broker) currentOrigin() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.origin
 }
 
 func validate(cfg Config) error {
@@ -129,7 +145,7 @@ func newBroker(cfg Config, hub applier) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg: cfg, c: cfg.Client, keys: newKeys(cfg.Slot), hub: hub,
+		cfg: cfg, c: cfg.Client, keys: newKeys(cfg.Slot), hub: hub, origin: cfg.Origin,
 		log:          cfg.Logger.With().Str("component", "redisbroker").Logger(),
 		followReason: "not started: the follower loop is not running",
 		liveReason:   "not started: the live event loop is not running",
