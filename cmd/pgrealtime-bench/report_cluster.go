@@ -69,8 +69,8 @@ func (r *results) clusterRows(w func(string, ...any)) {
 	// 6c
 	if f := c.Failover; c.FailoverErr == "" && f != nil {
 		ok := f.FirstAfter <= failoverBound.Seconds() && f.Lost == 0 && f.Duplicated == 0
-		w("| 6c | cluster: failover, SIGKILL of the leader while %s rows/s are written; subscriber on the follower | first row written after the kill delivered %.2f s after it; %s rows: %d lost, %d duplicated | | ≤ %.0f s, 0 lost, 0 duplicated | %s |\n",
-			thousands(float64(f.Rate)), f.FirstAfter, thousands(float64(f.Written)), f.Lost, f.Duplicated, failoverBound.Seconds(), r.verdict(ok))
+		w("| 6c | cluster: failover, SIGKILL of the leader while %s rows/s are written; subscriber on the follower | first row written after the kill delivered %s after it; %s rows: %d lost, %d duplicated | | ≤ %.0f s, 0 lost, 0 duplicated | %s |\n",
+			thousands(float64(f.Rate)), seconds(f.FirstAfter), thousands(float64(f.Written)), f.Lost, f.Duplicated, failoverBound.Seconds(), r.verdict(ok))
 	} else {
 		w("| 6c | cluster: failover | %s | | ≤ %.0f s, 0 lost, 0 duplicated | |\n", failed(c.FailoverErr), failoverBound.Seconds())
 	}
@@ -90,4 +90,12 @@ func (r *results) clusterDetails(w func(string, ...any)) {
 	if f := c.Failover; f != nil && f.Written > 0 {
 		w("\nFailover run: killed %s; %s rows written, %s received, the subscriber reconnected %d time(s).\n", f.Killed, thousands(float64(f.Written)), thousands(float64(f.Received)), f.Reconnects)
 	}
+}
+
+// seconds formats a duration given in seconds: milliseconds below one.
+func seconds(s float64) string {
+	if s < 1 {
+		return ms(s * 1000)
+	}
+	return fmt.Sprintf("%.2f s", s)
 }
