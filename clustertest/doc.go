@@ -17,6 +17,6 @@
 // on every node once each.
 //
 // Clients reach the nodes through a dialer that plays the load balancer of
-// a real deployment: each client prefers its home node, and when that node
-// is not ready (/readyz) or does not accept, it goes to the next one.
+// a real deployment with a health check: each client prefers its home node,
+// and when that node is not ready (/readyz) it goes to the next ready one.
 package clustertest

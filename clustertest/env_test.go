@@ -78,7 +78,7 @@ func newEnv(t *testing.T) *env {
 	slot := fmt.Sprintf("cluster_%d_%d", os.Getpid(), slotSeq.Add(1))
 	e.c = proctest.StartCluster(t, proctest.ClusterConfig{
 		Nodes: nodes, DatabaseURL: db, RedisURL: redis.URL(), Slot: slot,
-		Args:       []string{"--jwt-secret", secret, "--config", rules, "--log-level", "debug"},
+		Args:       []string{"--jwt-secret", secret, "--config", rules, "--log-level", "info"},
 		AdminToken: e.admin,
 	})
 	t.Cleanup(func() {
@@ -146,29 +146,27 @@ func (e *env) dial(ctx context.Context, home int) *conn {
 	return cn
 }
 
-// balancer is a load balancer's choice of node: the home node when it is
-// ready (/readyz 200, as a health check would see it), else the next ready
-// one, else the first that accepts a connection at all.
+// balancer is a load balancer's choice of node, with its health check: the
+// home node when it is ready (/readyz 200), else the next ready one; with
+// no node ready the connection is refused (the client retries).
 func (e *env) balancer(home int, chosen *atomic.Int32) func(ctx context.Context, network, _ string) (net.Conn, error) {
 	var d net.Dialer
 	return func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var lastErr error
-		for _, needReady := range []bool{true, false} {
-			for k := 0; k < nodes; k++ {
-				i := (home + k) % nodes
-				if needReady && !e.c.Healthy(ctx, i) {
-					continue
-				}
-				nc, err := d.DialContext(ctx, network, e.c.Nodes[i].Addr)
-				if err == nil {
-					chosen.Store(int32(i))
-					return nc, nil
-				}
-				lastErr = err
+		for k := 0; k < nodes; k++ {
+			i := (home + k) % nodes
+			if !e.c.Healthy(ctx, i) {
+				continue
 			}
+			nc, err := d.DialContext(ctx, network, e.c.Nodes[i].Addr)
+			if err == nil {
+				chosen.Store(int32(i))
+				return nc, nil
+			}
+			lastErr = err
 		}
 		if lastErr == nil {
-			lastErr = fmt.Errorf("no node accepts connections")
+			lastErr = fmt.Errorf("no node is ready")
 		}
 		return nil, lastErr
 	}

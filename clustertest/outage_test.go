@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,19 +93,30 @@ func (e *env) terminateNodeSessions(ctx context.Context, writerPID uint32) []str
 		e.t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, `SELECT application_name FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> $1
-		  AND pg_terminate_backend(pid)`, int64(writerPID))
+	// In the select list, pg_terminate_backend runs only for the rows the
+	// WHERE clause kept.
+	rows, err := conn.Query(ctx, `SELECT application_name, pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> $1`, int64(writerPID))
 	if err != nil {
 		e.t.Fatalf("pg_terminate_backend: %v", err)
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	var names []string
+	for rows.Next() {
+		var name string
+		var ended bool
+		if err := rows.Scan(&name, &ended); err != nil {
+			e.t.Fatalf("pg_terminate_backend: %v", err)
+		}
+		if ended {
+			names = append(names, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
 		e.t.Fatalf("pg_terminate_backend: %v", err)
 	}
 	locks := 0
 	for _, n := range names {
-		if len(n) > len("pgrealtime-leader:") && n[:len("pgrealtime-leader:")] == "pgrealtime-leader:" {
+		if strings.HasPrefix(n, "pgrealtime-leader:") {
 			locks++
 		}
 	}
