@@ -25,6 +25,7 @@ func (c *counter) Deliver(ev *Event) {
 	}
 }
 func (c *counter) DeliverBatch(evs []*Event) {}
+func (c *counter) Resync()                   {}
 
 func newCounter() *counter { return &counter{ch: make(chan []byte, 4)} }
 
@@ -49,9 +50,9 @@ func BenchmarkMatch(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				m.mu.Lock()
-				m.fanoutLocked(evs[i%len(evs)])
-				m.mu.Unlock()
+				m.hub.mu.Lock()
+				m.hub.fanoutLocked(evs[i%len(evs)])
+				m.hub.mu.Unlock()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/event")
 		})
@@ -82,7 +83,7 @@ func BenchmarkFanout(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := m.Publish(ctx, txs[i]); err != nil {
+		if err := m.Append(ctx, txs[i]); err != nil {
 			b.Fatal(err)
 		}
 	}

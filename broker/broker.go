@@ -1,6 +1,13 @@
 // Package broker routes events from the WAL reader (and other sources) to
 // subscribers by topic pattern.
 //
+// The contract is split by caller (docs/cluster.md section 2): the WAL
+// reader publishes through Publisher and LivePublisher, the single-node
+// resume window is a Checkpoint, the WebSocket server uses Subscriptions,
+// and Broker is all of them for cmd and for brokertest. Hub is the local
+// fan-out every implementation shares; Memory is Hub plus a synchronous
+// Publisher plus the Checkpoint.
+//
 // Guarantees of every Broker implementation:
 //   - Events of WAL transactions are delivered in commit order, all events of
 //     one transaction before any of the next.
@@ -20,6 +27,9 @@
 //   - Subscribe with a since position replays retained events after it, then
 //     goes live, with no gap and no duplicate between the two; or fails with
 //     ErrHistoryUnavailable when a gap cannot be ruled out.
+//   - When a node can no longer guarantee a subscriber every event (a
+//     discontinuity of the stream, Hub.Reset), the subscriber is told so
+//     (Subscriber.Resync) and removed, never left with a silent gap.
 //
 // The package imports neither the WAL reader nor the WebSocket server.
 package broker
@@ -27,8 +37,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"strings"
-	"unicode"
 )
 
 // Errors returned by Subscribe.
@@ -53,20 +61,48 @@ type Subscriber interface {
 	// events of a Subscribe with since (before any live event of the new
 	// patterns). The slice belongs to the subscriber. It must not block.
 	DeliverBatch(evs []*Event)
+	// Resync tells the subscriber that this node can no longer guarantee
+	// it every event (the stream had a discontinuity, Hub.Reset); the
+	// subscriber has been removed. It must not block; wsapi closes the
+	// connection with 1001 so that the client reconnects and resumes with
+	// since, which then replays exactly or answers history_unavailable.
+	// Never called by Memory.
+	Resync()
 }
 
-// Broker is the event router. The WAL reader is its publisher; the
-// WebSocket server subscribes connections to it.
-type Broker interface {
-	// Publish accepts one committed WAL transaction. When it returns nil the
-	// transaction's events are retained in the history and handed to every
-	// matching subscriber: the reader may acknowledge tx.EndLSN. Transactions
-	// must be published in commit order; a transaction whose CommitLSN is not
-	// after the last published one is a replayed duplicate and is ignored.
-	Publish(ctx context.Context, tx *Tx) error
-	// PublishLive delivers a live-only event (NOTIFY, HTTP): not positioned,
-	// not retained.
+// Publisher is the WAL reader's side: committed transactions in commit
+// order, from one goroutine.
+type Publisher interface {
+	// Begin is called at the start of every replication session, before the
+	// first Append: from now on every event after from is appended (again).
+	// from is Position{LSN: the slot's confirmed_flush_lsn}.
+	Begin(ctx context.Context, from Position) error
+	// Append hands over one committed transaction. It may return before the
+	// transaction is durable (queued for a later batch); it blocks only
+	// when too much is in flight (backpressure), and then at most until
+	// ctx is done. Transactions whose events are all at or before what was
+	// appended already are ignored (at-least-once WAL in, exactly-once out).
+	Append(ctx context.Context, tx *Tx) error
+	// Durable reports how far the reader may acknowledge, given that
+	// everything before safe was appended or had no events: safe itself
+	// when nothing appended is unconfirmed, else the CommitLSN of the oldest
+	// unconfirmed transaction; and never past what the implementation has
+	// made durable. An error means an append failed: the reader ends the
+	// session and streams again from its last acknowledgement.
+	Durable(safe uint64) (uint64, error)
+}
+
+// LivePublisher takes live-only events (NOTIFY, HTTP broadcast,
+// non-transactional WAL messages): never positioned, never retained.
+type LivePublisher interface {
 	PublishLive(ctx context.Context, ev *Event) error
+}
+
+// Checkpoint is the single-node resume window: it lets one process rebuild
+// its in-memory history after a restart (implemented by Memory only; nil in
+// cluster mode, where the reader writes no checkpoint and holds nothing
+// back).
+type Checkpoint interface {
 	// SetBase declares that every event up to and including pos was
 	// published by an earlier run and that every event after it will be
 	// published (again) from now on (the reader's checkpoint after a
@@ -85,116 +121,40 @@ type Broker interface {
 	// slot from moving past first's transaction so that a restart can
 	// rebuild the window.
 	Retained() (base, first Position)
+}
+
+// Subscriptions is the WebSocket server's side.
+type Subscriptions interface {
 	// Subscribe adds patterns for sub, atomically: either all are added or
-	// none. It returns the position of the last event published when the
+	// none. It returns the position of the last event applied when the
 	// subscription took effect (the base before the first event, zero
-	// while no base is known). With since,
-	// retained events after *since that match the new patterns and that no
-	// existing pattern of sub has delivered are passed to sub.DeliverBatch first.
-	// When *since is ahead of everything published, Subscribe waits (up to
-	// ctx) for the stream to reach it.
+	// while no base is known). With since, retained events after *since
+	// that match the new patterns and that no existing pattern of sub has
+	// delivered are passed to sub.DeliverBatch first. When *since is ahead
+	// of everything applied, Subscribe waits (up to ctx) for the stream to
+	// reach it, and fails with ErrHistoryUnavailable when ctx's deadline
+	// passes first.
 	Subscribe(ctx context.Context, sub Subscriber, patterns []Pattern, since *Position) (Position, error)
 	// Unsubscribe removes patterns of sub; unknown ones are ignored.
 	Unsubscribe(sub Subscriber, patterns []Pattern)
 	// Remove drops every subscription of sub.
 	Remove(sub Subscriber)
-	// LastPosition is the position of the last event published.
-	LastPosition() Position
+	// Position is the position of the last event applied on this node
+	// (or the base before the first one; zero while none is known).
+	Position() Position
+	// WaitFor returns nil once this node's Position is known (not zero)
+	// and not before pos; a zero pos waits only for a known position.
+	// When ctx's deadline passes first it returns an error wrapping
+	// ErrHistoryUnavailable, when ctx is cancelled ctx's error, and
+	// ErrClosed when the broker is closed.
+	WaitFor(ctx context.Context, pos Position) error
+}
+
+// Broker is everything, for cmd and for brokertest.
+type Broker interface {
+	Publisher
+	LivePublisher
+	Subscriptions
 	// Close releases resources; later calls fail with ErrClosed.
 	Close() error
-}
-
-// MaxPatternLen is the longest topic pattern accepted, in bytes.
-const MaxPatternLen = 256
-
-// Pattern is a parsed topic pattern (PROTOCOL section 2). Compare patterns
-// by String: two parses of one filtered topic carry different Filters
-// pointers.
-type Pattern struct {
-	// All is the "*" pattern: every event of every collection.
-	All bool
-	// Collection is set unless All.
-	Collection string
-	// ID is the record id; empty for a collection-level pattern.
-	ID string
-	// Filters, when not nil, are column filters every matching event must
-	// pass (the part after "?").
-	Filters *Filters
-}
-
-// ErrInvalidTopic is wrapped by ParsePattern errors.
-var ErrInvalidTopic = errors.New("invalid topic")
-
-// ParsePattern parses "*", "posts", "posts.*" or "posts.123" (everything
-// after the first '.' is the id), optionally followed by "?" and column
-// filters ("posts.*?user_id=eq.ann", also on a record pattern:
-// "posts.123?status=eq.draft"). The first "?" always starts the filters,
-// so a record id containing "?" cannot be named by a record pattern (use
-// a filter on the key column instead). "*" takes no filters.
-func ParsePattern(s string) (Pattern, error) {
-	if len(s) > MaxPatternLen {
-		return Pattern{}, topicErr("topic is longer than 256 bytes")
-	}
-	if strings.TrimSpace(s) != s {
-		return Pattern{}, topicErr("topic starts or ends with whitespace")
-	}
-	s, filter, hasFilter := strings.Cut(s, "?")
-	switch {
-	case s == "" && hasFilter:
-		return Pattern{}, topicErr(`topic has no collection before "?"`)
-	case s == "":
-		return Pattern{}, topicErr("topic is empty")
-	case strings.IndexFunc(s, unicode.IsSpace) >= 0:
-		return Pattern{}, topicErr("topic contains whitespace")
-	case s == "*" && hasFilter:
-		return Pattern{}, topicErr(`"*" takes no filters: put them on a collection, e.g. "posts.*?user_id=eq.ann"`)
-	case s == "*":
-		return Pattern{All: true}, nil
-	}
-	coll, id, hasDot := strings.Cut(s, ".")
-	switch {
-	case coll == "":
-		return Pattern{}, topicErr(`topic has no collection before "."`)
-	case strings.Contains(coll, "*"):
-		return Pattern{}, topicErr(`"*" is only valid alone or as "<collection>.*"`)
-	case hasDot && id == "":
-		return Pattern{}, topicErr(`topic ends with "."; use "<collection>" or "<collection>.*" for the whole collection`)
-	case id == "*":
-		id = ""
-	}
-	p := Pattern{Collection: coll, ID: id}
-	if hasFilter {
-		fs, err := ParseFilters(filter)
-		if err != nil {
-			return Pattern{}, err
-		}
-		p.Filters = fs
-	}
-	return p, nil
-}
-
-func topicErr(msg string) error { return &topicError{msg} }
-
-type topicError struct{ msg string }
-
-func (e *topicError) Error() string { return e.msg }
-func (e *topicError) Unwrap() error { return ErrInvalidTopic }
-
-// String returns the canonical form: "*", "posts.*" or "posts.123",
-// followed by "?" and the filters as written, if any ("posts" and
-// "posts.*" are one pattern; filters are not reordered).
-func (p Pattern) String() string {
-	var s string
-	switch {
-	case p.All:
-		s = "*"
-	case p.ID == "":
-		s = p.Collection + ".*"
-	default:
-		s = p.Collection + "." + p.ID
-	}
-	if p.Filters != nil {
-		s += "?" + p.Filters.Text
-	}
-	return s
 }

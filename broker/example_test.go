@@ -17,6 +17,8 @@ func (printer) DeliverBatch(evs []*broker.Event) {
 	}
 }
 
+func (printer) Resync() { fmt.Println("resync") }
+
 func Example() {
 	b := broker.NewMemory(broker.Config{HistorySize: 100})
 	defer b.Close()
@@ -24,7 +26,7 @@ func Example() {
 	sub := &printer{}
 	b.Subscribe(context.Background(), sub, []broker.Pattern{p}, nil)
 	commit := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	b.Publish(context.Background(), &broker.Tx{CommitLSN: 0x16B3748, EndLSN: 0x16B3778, CommitTime: commit, Events: []*broker.Event{
+	b.Append(context.Background(), &broker.Tx{CommitLSN: 0x16B3748, EndLSN: 0x16B3778, CommitTime: commit, Events: []*broker.Event{
 		{Kind: broker.KindRecord, Collection: "posts", Action: broker.ActionCreate, RecordID: "122",
 			Record: broker.Row{{Name: "id", Value: int64(122)}}, Timestamp: commit, Position: broker.Position{LSN: 0x16B3748, Index: 1}},
 		{Kind: broker.KindRecord, Collection: "posts", Action: broker.ActionCreate, RecordID: "123",

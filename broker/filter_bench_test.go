@@ -49,9 +49,9 @@ func newFilterBench(tb testing.TB, c filterCase, subs int) (*Memory, []*Event) {
 	for i := range evs {
 		evs[i] = &Event{Kind: KindRecord, Collection: "posts", Action: ActionUpdate, RecordID: fmt.Sprint(i), Record: c.event(i), JSON: []byte("{}")}
 	}
-	m.mu.Lock()
-	m.fanoutLocked(evs[0])
-	m.mu.Unlock()
+	m.hub.mu.Lock()
+	m.hub.fanoutLocked(evs[0])
+	m.hub.mu.Unlock()
 	got := 0
 	for _, s := range cs {
 		got += int(s.n.Swap(0))
@@ -78,9 +78,9 @@ func BenchmarkFilterMatch(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					m.mu.Lock()
-					m.fanoutLocked(evs[i%len(evs)])
-					m.mu.Unlock()
+					m.hub.mu.Lock()
+					m.hub.fanoutLocked(evs[i%len(evs)])
+					m.hub.mu.Unlock()
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/event")
 			})
@@ -107,16 +107,16 @@ func TestFilterMatchCostIndependentOfNonMatching(t *testing.T) {
 			for round := 0; round < rounds; round++ {
 				start := time.Now()
 				for i := 0; i < events; i++ {
-					m.mu.Lock()
-					m.fanoutLocked(evs[(round*events+i)%len(evs)])
-					m.mu.Unlock()
+					m.hub.mu.Lock()
+					m.hub.fanoutLocked(evs[(round*events+i)%len(evs)])
+					m.hub.mu.Unlock()
 				}
 				best = min(best, time.Since(start)/events)
 			}
 			if n := testing.AllocsPerRun(100, func() {
-				m.mu.Lock()
-				m.fanoutLocked(evs[3])
-				m.mu.Unlock()
+				m.hub.mu.Lock()
+				m.hub.fanoutLocked(evs[3])
+				m.hub.mu.Unlock()
 			}); n != 0 {
 				t.Errorf("%s: %v allocations per event with %d subscribers", c.name, n, subs)
 			}

@@ -138,17 +138,17 @@ func (r *eventRow) get() (Row, bool) {
 
 // matchFilteredLocked hands the event to every subscription of g whose
 // filters it passes (hitLocked skips members that already have it).
-func (m *Memory) matchFilteredLocked(g *filterGroup, er *eventRow, seq, batch uint64) {
+func (h *Hub) matchFilteredLocked(g *filterGroup, er *eventRow, seq, batch uint64) {
 	row, all := er.get()
 	if all {
 		for s := range g.all {
-			m.hitLocked(s.mb, er.ev, seq, batch)
+			h.hitLocked(s.mb, er.ev, seq, batch)
 		}
 		return
 	}
 	for s := range g.scan {
 		if s.mb.lastSeq != seq && s.f.matchRow(row) {
-			m.hitLocked(s.mb, er.ev, seq, batch)
+			h.hitLocked(s.mb, er.ev, seq, batch)
 		}
 	}
 	for col, vi := range g.cols {
@@ -166,7 +166,7 @@ func (m *Memory) matchFilteredLocked(g *filterGroup, er *eventRow, seq, batch ui
 		}
 		for s := range set {
 			if s.mb.lastSeq != seq && s.f.matchRow(row) {
-				m.hitLocked(s.mb, er.ev, seq, batch)
+				h.hitLocked(s.mb, er.ev, seq, batch)
 			}
 		}
 	}
@@ -190,7 +190,7 @@ func (m *Memory) matchFilteredLocked(g *filterGroup, er *eventRow, seq, batch ui
 			}
 			for _, e := range passing(Op(i)+OpLt, l, lower, upper) {
 				if s := e.s; s.mb.lastSeq != seq && s.f.matchRow(row) {
-					m.hitLocked(s.mb, er.ev, seq, batch)
+					h.hitLocked(s.mb, er.ev, seq, batch)
 				}
 			}
 		}

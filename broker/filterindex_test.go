@@ -18,6 +18,7 @@ func (r *recorder) DeliverBatch(evs []*Event) {
 		r.Deliver(ev)
 	}
 }
+func (r *recorder) Resync() {}
 
 // TestFilterIndexAgreesWithMatch: whatever the filters, the indexes
 // deliver exactly the events Filters.Match accepts (once per subscriber,
@@ -109,7 +110,7 @@ func TestFilterIndexAgreesWithMatch(t *testing.T) {
 				evs[i].Position = Position{LSN: lsn, Index: uint32(len(tx.Events) + 1)}
 				tx.Events = append(tx.Events, evs[i])
 			}
-			if err := m.Publish(ctx, tx); err != nil {
+			if err := m.Append(ctx, tx); err != nil {
 				t.Fatal(err)
 			}
 		}

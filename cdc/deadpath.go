@@ -96,13 +96,19 @@ func connectTimeout(cfg *pgconn.Config) {
 // returns an error wrapping ErrSlotInUse that says who holds it, and Run
 // retries with backoff, as for any other start failure.
 //
-// Cluster mode (several nodes, one leader streaming; docs/cluster.md) is
-// not built yet. There, too, a new leader never ends another node's
-// walsender: holding the leader lock does not prove the old leader's
-// walsender dead (its lock session can end seconds before its replication
-// connection), so the new leader waits for the slot to be free, which
-// wal_sender_timeout bounds (docs/cluster.md section 8). Only this
-// process's own dead connections are ended, as above.
+// The same rule holds in cluster mode (docs/cluster.md section 8, "Which
+// rule for a slot holder"): a node, leader or not, never ends another
+// node's walsender; it waits for it (Run retries on ErrSlotInUse, and
+// START_REPLICATION's SQLSTATE 55006 is the same error). Holding the
+// leader lock does not prove the old leader's walsender dead: the lock
+// lives on one session and the walsender on another, and they end at
+// different times (after a network loss the lock session ends after about
+// 4–5 s, the walsender only after wal_sender_timeout; an operator's
+// pg_terminate_backend of the lock session frees the lock while the old
+// leader still streams). Ending that walsender would cut a live leader
+// mid-batch; waiting costs at most wal_sender_timeout, and the slot already
+// makes a second reader impossible. So takeSlot checks no leader lock, and
+// must not: only this process's own dead connections are ended, as above.
 func (r *Reader) takeSlot(ctx context.Context, conn *pgx.Conn, ownPID uint32) error {
 	var (
 		pid *int64

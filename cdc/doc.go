@@ -1,31 +1,43 @@
 // Package cdc streams committed Postgres changes from a logical replication
-// slot (pgoutput, proto_version 1) to a Sink, and custom events from NOTIFY.
+// slot (pgoutput, proto_version 1) to a broker.Publisher, and custom events
+// from NOTIFY to a broker.LivePublisher.
 //
 // Guarantees:
 //
 //   - Every INSERT, UPDATE, DELETE and TRUNCATE committed on a published
 //     table, and every pgrealtime.broadcast (pg_logical_emit_message with
-//     prefix "pgrealtime"), reaches Sink.Publish as part of its transaction,
+//     prefix "pgrealtime"), reaches Publisher.Append as part of its transaction,
 //     in commit order, the events of a transaction in WAL order. Each event's
 //     Position is <commit LSN>:<1-based index>, strictly increasing.
 //   - Transactions are handed over whole and one at a time; a transaction
 //     that touched no published table may be left out.
-//   - The flush position acknowledged to Postgres never passes a transaction
-//     Sink.Publish has not accepted: the slot re-sends, after any crash or
+//   - Every replication session starts with Publisher.Begin(<the slot's
+//     confirmed_flush_lsn>:0), after the slot exists and before the first
+//     Append.
+//   - The flush position acknowledged to Postgres never passes what
+//     Publisher.Durable allows (called at every status tick and when
+//     Postgres asks for a reply, so acknowledgements move when idle), and
+//     so never a transaction Append has not accepted or the broker has not
+//     made durable: the slot re-sends, after any crash or
 //     reconnection, everything after the acknowledged LSN. A transaction may
 //     therefore be handed over twice (same positions); within one Reader,
 //     transactions at or before the last one published are not handed over
-//     again. If Publish fails, nothing is acknowledged and the reader
-//     reconnects and retries: nothing is skipped.
-//   - Resume across restarts (PROTOCOL section 7). The sink keeps a window
-//     of recent events (Sink.Retained). While the WAL written since the
+//     again. If Append or Durable fails, nothing more is acknowledged and
+//     the reader reconnects and retries: nothing is skipped. Append may
+//     block (backpressure): it is called with a deadline of one
+//     StatusInterval, and while it is blocked the reader sends standby
+//     status and retries, so wal_sender_timeout does not end the session.
+//   - Resume across restarts (PROTOCOL section 7), when Config.Checkpoint is
+//     set (single node; in cluster mode the history lives in Redis and the
+//     reader writes and reads no checkpoint and holds nothing back). The
+//     Checkpoint keeps a window of recent events (Checkpoint.Retained). While the WAL written since the
 //     window's oldest transaction is within ResumeWALLimit, the reader
 //     acknowledges only up to that transaction, so that after a restart the
-//     slot streams the whole window again and the sink rebuilds it. Before
+//     slot streams the whole window again and the broker rebuilds it. Before
 //     an acknowledgement, the reader writes to pgrealtime.checkpoint the
 //     base (the last event before what the slot will stream again) and the
-//     last event delivered; on start it calls Sink.SetBase(base) and
-//     Sink.MarkDelivered(delivered) before publishing anything: every event
+//     last event delivered; on start it calls Checkpoint.SetBase(base) and
+//     Checkpoint.MarkDelivered(delivered) before publishing anything: every event
 //     after base is streamed again, those up to delivered are retained but
 //     not delivered live twice. Past ResumeWALLimit (published tables idle,
 //     other tables written), the slot follows what was published and the
@@ -67,7 +79,7 @@
 // written before then being lost.
 //
 // Start position: before publishing anything, the reader calls
-// Sink.SetBase with the checkpoint's base or, without one, with the slot's
+// Checkpoint.SetBase with the checkpoint's base or, without one, with the slot's
 // confirmed position <LSN>:0: the position subscribers are given before the
 // first event, after which everything is streamed.
 //

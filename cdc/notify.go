@@ -72,7 +72,7 @@ func (r *Reader) handleNotify(ctx context.Context, payload string) {
 		return
 	}
 	metrics.EventsReceived.WithLabelValues("notify").Inc()
-	if err := r.cfg.Sink.PublishLive(ctx, p.ToEvent(timeNow(), zeroPos)); err != nil {
+	if err := r.cfg.Live.PublishLive(ctx, p.ToEvent(timeNow(), zeroPos)); err != nil {
 		r.log.Warn().Err(err).Msg("publish notification event")
 	}
 }

@@ -44,17 +44,6 @@ const (
 	logBackoff   = "backoff"
 )
 
-// Sink is what the reader hands events to (broker.Broker implements it).
-type Sink interface {
-	Publish(ctx context.Context, tx *broker.Tx) error
-	PublishLive(ctx context.Context, ev *broker.Event) error
-	SetBase(pos broker.Position)
-	MarkDelivered(pos broker.Position)
-	Retained() (base, first broker.Position)
-}
-
-var _ Sink = (broker.Broker)(nil)
-
 // Config configures a Reader. Zero fields take the Default… values.
 type Config struct {
 	// ConnString is a libpq URL or DSN for a regular connection; the reader
@@ -70,8 +59,23 @@ type Config struct {
 	NotifyChannel string
 	// DisableNotify turns the NOTIFY listener off.
 	DisableNotify bool
-	Sink          Sink
-	Logger        zerolog.Logger
+	// Publisher takes the committed transactions (required). The reader
+	// calls Begin at the start of every replication session, Append for
+	// each transaction, and acknowledges to Postgres no further than
+	// Durable allows.
+	Publisher broker.Publisher
+	// Live takes live-only events: NOTIFY and non-transactional WAL
+	// messages (required).
+	Live broker.LivePublisher
+	// Checkpoint, when set, is the single-node resume window: the reader
+	// reads the checkpoint row at start (SetBase, MarkDelivered), writes
+	// it before acknowledging, and holds the slot at the oldest retained
+	// event (see ResumeWALLimit). It requires a synchronous Publisher
+	// (Durable(safe) == safe, as broker.Memory). Nil (cluster mode: the
+	// history lives in Redis) reads and writes no checkpoint row and holds
+	// nothing back.
+	Checkpoint broker.Checkpoint
+	Logger     zerolog.Logger
 	// StatusInterval is the period of standby status updates (keep it well
 	// inside the server's wal_sender_timeout).
 	StatusInterval time.Duration
@@ -119,7 +123,7 @@ const DefaultBatchWindow = time.Millisecond
 const DefaultResumeWALLimit = 64 << 20
 
 // Reader streams committed changes from a logical replication slot to a
-// Sink. Create it with NewReader and call Run once.
+// broker.Publisher. Create it with NewReader and call Run once.
 type Reader struct {
 	cfg Config
 	log zerolog.Logger
@@ -160,8 +164,11 @@ func NewReader(cfg Config) (*Reader, error) {
 	if cfg.ConnString == "" {
 		return nil, errors.New("cdc: ConnString is required")
 	}
-	if cfg.Sink == nil {
-		return nil, errors.New("cdc: Sink is required")
+	if cfg.Publisher == nil {
+		return nil, errors.New("cdc: Publisher is required")
+	}
+	if cfg.Live == nil {
+		return nil, errors.New("cdc: Live is required")
 	}
 	switch {
 	case cfg.DisableNotify:
@@ -334,48 +341,8 @@ func (r *Reader) session(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if created {
-		if _, err := conn.Exec(ctx, `DELETE FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot); err != nil {
-			return fmt.Errorf("delete stale checkpoint: %w", err)
-		}
-		if r.baseDone {
-			r.log.Warn().Str(logSlot, r.cfg.Slot).Msg("replication slot was missing and has been recreated: changes made meanwhile are not streamed")
-		}
-		// Nothing before the slot's start is streamed: that is the base.
-		base := broker.Position{LSN: uint64(confirmed)}
-		r.cfg.Sink.SetBase(base)
-		r.lastPublished = base
-		r.ckptPos, r.ckptDelivered = broker.Position{}, broker.Position{}
-		r.baseDone = true
-	} else if !r.baseDone {
-		var s string
-		var delivered *string
-		err := conn.QueryRow(ctx, `SELECT position, delivered FROM pgrealtime.checkpoint WHERE slot = $1`, r.cfg.Slot).Scan(&s, &delivered)
-		pos, perr := broker.ParsePosition(s)
-		switch {
-		case err != nil && !errors.Is(err, pgx.ErrNoRows):
-			return fmt.Errorf("read checkpoint: %w", err)
-		case err != nil || perr != nil:
-			if err == nil {
-				r.log.Warn().Str("position", s).Msg("ignoring malformed checkpoint")
-			}
-			// No checkpoint: the slot streams what follows its confirmed
-			// position, the stream's start (a valid since for clients).
-			base := broker.Position{LSN: uint64(confirmed)}
-			r.cfg.Sink.SetBase(base)
-			r.lastPublished = base
-		default:
-			r.cfg.Sink.SetBase(pos)
-			r.lastPublished, r.ckptPos, r.ckptDelivered = pos, pos, pos
-			if delivered != nil {
-				if d, err := broker.ParsePosition(*delivered); err == nil && pos.Less(d) {
-					r.cfg.Sink.MarkDelivered(d)
-					r.ckptDelivered = d
-				}
-			}
-			r.log.Info().Str("position", s).Str("delivered", r.ckptDelivered.String()).Msg("resuming after checkpoint")
-		}
-		r.baseDone = true
+	if err := r.startWindow(ctx, conn, created, confirmed); err != nil {
+		return err
 	}
 	if confirmed > r.ackLSN {
 		r.ackLSN = confirmed
@@ -393,6 +360,11 @@ func (r *Reader) session(ctx context.Context) (err error) {
 
 	if err := r.takeSlot(ctx, conn, repl.PID()); err != nil {
 		return err
+	}
+	// Everything after the slot's confirmed position is streamed (again)
+	// from now on.
+	if err := r.cfg.Publisher.Begin(ctx, broker.Position{LSN: uint64(confirmed)}); err != nil {
+		return fmt.Errorf("begin publishing at %s: %w", confirmed, err)
 	}
 	quoted := make([]string, len(pubs))
 	for i, p := range pubs {
@@ -641,12 +613,12 @@ func (r *Reader) handleCopyData(ctx context.Context, conn *pgx.Conn, repl *pgcon
 		}
 		if out.live != nil {
 			r.walEvents.Inc()
-			if err := r.cfg.Sink.PublishLive(ctx, out.live); err != nil {
+			if err := r.cfg.Live.PublishLive(ctx, out.live); err != nil {
 				r.log.Warn().Err(err).Msg("publish live event")
 			}
 		}
 		if out.tx != nil {
-			return true, r.publish(ctx, out.tx)
+			return true, r.publish(ctx, conn, repl, out.tx)
 		}
 	}
 	return false, nil
@@ -674,98 +646,6 @@ func (r *Reader) batchPause(repl *pgconn.PgConn, published bool) {
 	if n, ok := socketPending(repl.Conn()); ok && n == 0 {
 		time.Sleep(r.cfg.BatchWindow)
 	}
-}
-
-func (r *Reader) publish(ctx context.Context, tx *broker.Tx) error {
-	end := pglogrepl.LSN(tx.EndLSN)
-	metrics.LastCommitTimestamp.Set(float64(tx.CommitTime.UnixNano()) / 1e9)
-	switch {
-	case len(tx.Events) == 0:
-	case !r.lastPublished.Less(tx.Events[len(tx.Events)-1].Position):
-		// Every event of it was published before (the last transaction,
-		// sent again after a reconnect). A transaction only partly before
-		// the base (after a restart) is published: the sink drops the
-		// events at or before its base.
-		r.log.Debug().Str(logLSN, pglogrepl.LSN(tx.CommitLSN).String()).Msg("skipping transaction published before")
-	default:
-		if err := r.cfg.Sink.Publish(ctx, tx); err != nil {
-			return fmt.Errorf("publish transaction %s: %w", pglogrepl.LSN(tx.CommitLSN), err)
-		}
-		if last := tx.Events[len(tx.Events)-1].Position; r.lastPublished.Less(last) {
-			r.lastPublished = last
-		}
-		metrics.ReplicationLagSeconds.Set(time.Since(tx.CommitTime).Seconds())
-		metrics.Transactions.Inc()
-		r.walEvents.Add(float64(len(tx.Events)))
-	}
-	if end > r.safeLSN {
-		r.safeLSN = end
-	}
-	return nil
-}
-
-// acknowledge writes the checkpoint when the events published since the
-// last write are about to be acknowledged, then sends the standby status.
-// A failed write leaves the acknowledged position where it was.
-func (r *Reader) acknowledge(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) error {
-	target, base := r.ackTarget()
-	if target > r.ackLSN || (target == r.ackLSN && r.lastPublished != r.ckptDelivered) {
-		if base != r.ckptPos || r.lastPublished != r.ckptDelivered {
-			if err := r.writeCheckpoint(ctx, conn, base, r.lastPublished); err != nil {
-				r.log.Error().Err(err).Msg("write checkpoint; not acknowledging")
-				_ = r.sendStatus(repl)
-				return fmt.Errorf("write checkpoint: %w", err)
-			}
-			r.ckptPos, r.ckptDelivered = base, r.lastPublished
-		}
-		r.ackLSN = max(r.ackLSN, target)
-	}
-	return r.sendStatus(repl)
-}
-
-// ackTarget is how far the slot may be acknowledged, and the checkpoint
-// base that goes with it (every event after base is streamed again after a
-// restart). Everything published may be acknowledged; but while the sink
-// retains a resume window and the WAL since its oldest transaction is
-// within ResumeWALLimit, the reader holds the slot at that transaction, so
-// that a restart streams the window again and clients that resume from any
-// position in it lose nothing.
-func (r *Reader) ackTarget() (pglogrepl.LSN, broker.Position) {
-	target, base := r.safeLSN, r.lastPublished
-	if r.cfg.ResumeWALLimit < 0 {
-		return target, base
-	}
-	wbase, first := r.cfg.Sink.Retained()
-	hold := pglogrepl.LSN(first.LSN)
-	switch {
-	case first.IsZero(), hold >= target, hold < r.ackLSN:
-		return target, base
-	case r.serverWALEnd > hold && int64(r.serverWALEnd-hold) > r.cfg.ResumeWALLimit:
-		return target, base
-	}
-	return hold, wbase
-}
-
-func (r *Reader) writeCheckpoint(ctx context.Context, conn *pgx.Conn, pos, delivered broker.Position) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := conn.Exec(ctx, `INSERT INTO pgrealtime.checkpoint (slot, position, delivered, updated_at) VALUES ($1, $2, $3, now())
-		ON CONFLICT (slot) DO UPDATE SET position = excluded.position, delivered = excluded.delivered, updated_at = excluded.updated_at`,
-		r.cfg.Slot, pos.String(), delivered.String())
-	return err
-}
-
-func (r *Reader) sendStatus(repl *pgconn.PgConn) error {
-	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), repl, pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: r.ackLSN,
-		WALFlushPosition: r.ackLSN,
-		WALApplyPosition: r.ackLSN,
-		ReplyRequested:   r.askReply,
-	})
-	if err != nil {
-		return fmt.Errorf("send standby status: %w", err)
-	}
-	return nil
 }
 
 // finish runs on cancellation: checkpoint, last status, and return nil.

@@ -24,13 +24,22 @@ import (
 	"github.com/pgrealtime/pgrealtime/internal/pgtest"
 )
 
-// recSink is a real Sink that records what it is given.
+// sink is what the tests hand a Reader: Publisher, Live and Checkpoint.
+type sink interface {
+	broker.Publisher
+	broker.LivePublisher
+	broker.Checkpoint
+}
+
+// recSink is a real synchronous Publisher (and Checkpoint without a
+// window) that records what it is given.
 type recSink struct {
 	mu      sync.Mutex
-	calls   []string // "base", "tx", "live" in call order
+	calls   []string // "base", "begin", "tx", "live" in call order
 	txs     []*broker.Tx
 	live    []*broker.Event
 	bases   []broker.Position
+	begins  []broker.Position
 	fail    func(tx *broker.Tx) error
 	changed chan struct{}
 }
@@ -44,7 +53,19 @@ func (s *recSink) signal() {
 	}
 }
 
-func (s *recSink) Publish(_ context.Context, tx *broker.Tx) error {
+func (s *recSink) Begin(_ context.Context, from broker.Position) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "begin")
+	s.begins = append(s.begins, from)
+	s.signal()
+	return nil
+}
+
+// Durable: everything appended is accepted at once.
+func (s *recSink) Durable(safe uint64) (uint64, error) { return safe, nil }
+
+func (s *recSink) Append(_ context.Context, tx *broker.Tx) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
@@ -142,12 +163,14 @@ type runningReader struct {
 }
 
 // startReader runs a Reader on url until the test ends (or stop is called).
-func startReader(t *testing.T, url string, sink Sink, mod func(*Config)) *runningReader {
+func startReader(t *testing.T, url string, sink sink, mod func(*Config)) *runningReader {
 	t.Helper()
 	cfg := Config{
 		ConnString:     url,
 		Slot:           randomName("slot_"),
-		Sink:           sink,
+		Publisher:      sink,
+		Live:           sink,
+		Checkpoint:     sink,
 		Logger:         zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 		StatusInterval: 100 * time.Millisecond,
 		SyncInterval:   -1,
@@ -961,7 +984,7 @@ func TestReaderWalLevelNotLogical(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	r, err := NewReader(Config{ConnString: c.URL(""), Sink: newRecSink(), Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	r, err := NewReader(Config{ConnString: c.URL(""), Publisher: newRecSink(), Live: newRecSink(), Logger: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -976,10 +999,12 @@ func TestReaderWalLevelNotLogical(t *testing.T) {
 
 func TestNewReaderValidates(t *testing.T) {
 	for _, cfg := range []Config{
-		{Sink: newRecSink()},
+		{Publisher: newRecSink(), Live: newRecSink()},
 		{ConnString: "postgres://x/y"},
-		{ConnString: "postgres://x/y", Sink: newRecSink(), Slot: "Bad-Slot"},
-		{ConnString: "postgres://x/y", Sink: newRecSink(), Publication: "a b"},
+		{ConnString: "postgres://x/y", Publisher: newRecSink()},
+		{ConnString: "postgres://x/y", Live: newRecSink()},
+		{ConnString: "postgres://x/y", Publisher: newRecSink(), Live: newRecSink(), Slot: "Bad-Slot"},
+		{ConnString: "postgres://x/y", Publisher: newRecSink(), Live: newRecSink(), Publication: "a b"},
 	} {
 		if _, err := NewReader(cfg); err == nil {
 			t.Errorf("NewReader(%+v) accepted", cfg)
@@ -1056,7 +1081,7 @@ func TestReaderNeedsReplicationPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	roleURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, db)
-	r, err := NewReader(Config{ConnString: roleURL, Slot: randomName("slot_"), Sink: newRecSink(), Logger: zerolog.New(zerolog.NewTestWriter(t)), DisableNotify: true})
+	r, err := NewReader(Config{ConnString: roleURL, Slot: randomName("slot_"), Publisher: newRecSink(), Live: newRecSink(), Logger: zerolog.New(zerolog.NewTestWriter(t)), DisableNotify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1073,11 +1098,11 @@ type timedSink struct {
 	times []time.Time
 }
 
-func (s *timedSink) Publish(ctx context.Context, tx *broker.Tx) error {
+func (s *timedSink) Append(ctx context.Context, tx *broker.Tx) error {
 	s.tmu.Lock()
 	s.times = append(s.times, time.Now())
 	s.tmu.Unlock()
-	return s.recSink.Publish(ctx, tx)
+	return s.recSink.Append(ctx, tx)
 }
 
 // gaps counts the pauses of at least d between consecutive publications.

@@ -48,7 +48,7 @@ func TestResumeWindowSurvivesRestart(t *testing.T) {
 				_, ckpt := slotState(t, ctx, conn, slot)
 				var delivered *string
 				_ = conn.QueryRow(ctx, `SELECT delivered FROM pgrealtime.checkpoint WHERE slot = $1`, slot).Scan(&delivered)
-				return !ckpt.IsZero() && delivered != nil && *delivered == b1.LastPosition().String()
+				return !ckpt.IsZero() && delivered != nil && *delivered == b1.Position().String()
 			})
 			if crash {
 				rr.r.stopAbruptly()

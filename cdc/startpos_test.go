@@ -37,7 +37,7 @@ func TestReaderStartPositionOfExistingSlot(t *testing.T) {
 	defer b.Close()
 	rr := startReader(t, url, b, func(c *Config) { c.Slot = slot })
 	rr.waitReady(t, ctx)
-	if got := b.LastPosition(); got != want {
+	if got := b.Position(); got != want {
 		t.Fatalf("position before the first event = %s, want the slot's start %s", got, want)
 	}
 	mustExec(t, ctx, conn, `INSERT INTO items VALUES (1)`)
@@ -59,6 +59,8 @@ func TestReaderStartPositionOfExistingSlot(t *testing.T) {
 type chanSub struct{ ch chan *broker.Event }
 
 func (s *chanSub) Deliver(ev *broker.Event) { s.ch <- ev }
+
+func (s *chanSub) Resync() {}
 
 func (s *chanSub) DeliverBatch(evs []*broker.Event) {
 	for _, ev := range evs {

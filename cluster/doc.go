@@ -1,9 +1,11 @@
 // Package cluster holds the building blocks of cluster mode (docs/cluster.md):
-// for now the Elector, which decides which node reads the WAL.
+// the Elector, which decides which node reads the WAL, and the Registry,
+// which tells every node (and GET /api/cluster) which nodes there are.
 //
-// Nothing uses this package yet: it is step 7 of the build plan in
-// docs/cluster.md and is wired into cmd/pgrealtime in step 8. It imports
-// neither wsapi nor broker; it only needs pgx.
+// Nothing uses this package yet: the Elector is step 7 of the build plan in
+// docs/cluster.md, the Registry part of step 8, and both are wired into
+// cmd/pgrealtime in step 8. It imports neither wsapi nor broker; it needs
+// pgx (Elector) and the process's rueidis client (Registry).
 //
 // # Election
 //
@@ -34,6 +36,24 @@
 //   - The Elector never ends any session but its own: no
 //     pg_terminate_backend, of a leader or of anything else. A follower only
 //     waits.
+//
+// # Registry
+//
+// Every node runs Registry.Run. Each heartbeat (1 s) it writes its entry to
+// the hash NodesKey(slot) = pgrealtime:{<slot>}:nodes, field = node id,
+// value = {"role":"leader"|"follower","connections":N,"seen":"<RFC 3339 UTC>"}.
+// While IsLeader reports true it also sets LeaderKey(slot) =
+// pgrealtime:{<slot>}:leader to its id with a 5 s expiry, and deletes that
+// key (only while it still holds this node's id: a compare-and-delete
+// script) when it stops leading and when Run ends. The leader deletes
+// entries older than 1 min and values that are not entries. View returns
+// the leader key and the entries seen within 5 s, sorted by id.
+//
+// Guarantees: the leader key is informational (the lock in Postgres
+// decides); a node that dies leaves the view 5 s after its last heartbeat
+// and the key names it for at most 5 s. A Redis error never ends Run: it is
+// logged once, retried every heartbeat, and View returns it to its caller.
+// Every heartbeat sets pgrealtime_cluster_nodes to the fresh entries.
 //
 // The lock needs a direct connection (or a session-mode pooler): with a
 // transaction-mode pooler a session-level advisory lock is meaningless.

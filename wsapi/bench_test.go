@@ -122,7 +122,7 @@ func BenchmarkSocketFanout(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
-		if err := br.Publish(ctx, ev(i)); err != nil {
+		if err := br.Append(ctx, ev(i)); err != nil {
 			b.Fatal(err)
 		}
 	}

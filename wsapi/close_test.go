@@ -43,7 +43,7 @@ func TestNoDataAfterLibraryClose(t *testing.T) {
 			ev := rec("t", "create", fmt.Sprint(i))
 			ev.Position = broker.Position{LSN: lsn, Index: 1}
 			ev.Timestamp = time.Now()
-			if e.broker.Publish(e.ctx, &broker.Tx{CommitLSN: lsn, EndLSN: lsn + 0x10, CommitTime: time.Now(), Events: []*broker.Event{ev}}) != nil {
+			if e.broker.Append(e.ctx, &broker.Tx{CommitLSN: lsn, EndLSN: lsn + 0x10, CommitTime: time.Now(), Events: []*broker.Event{ev}}) != nil {
 				return
 			}
 			if i%16 == 0 {

@@ -264,6 +264,17 @@ func (c *conn) slow(why string) {
 	}
 }
 
+// Resync implements broker.Subscriber: the node can no longer guarantee
+// this connection every event (a discontinuity of the stream), so it is
+// closed with 1001; the client reconnects and resumes with since, which
+// replays exactly or answers history_unavailable. It never blocks.
+func (c *conn) Resync() {
+	c.closeWith(StatusGoingAway, resyncReason)
+}
+
+// resyncReason is the close reason of Resync.
+const resyncReason = "stream discontinuity: reconnect and resume with since"
+
 // Deliver implements broker.Subscriber. It never blocks.
 func (c *conn) Deliver(ev *broker.Event) {
 	if !c.s.allow(c.ident.Load(), ev) {

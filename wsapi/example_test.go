@@ -40,7 +40,7 @@ func Example() {
 	fmt.Println(string(reply))
 
 	commit := time.Date(2026, 1, 2, 3, 4, 5, 678901000, time.UTC)
-	b.Publish(ctx, &broker.Tx{CommitLSN: 0x16B3748, EndLSN: 0x16B3780, CommitTime: commit, Events: []*broker.Event{{
+	b.Append(ctx, &broker.Tx{CommitLSN: 0x16B3748, EndLSN: 0x16B3780, CommitTime: commit, Events: []*broker.Event{{
 		Kind: broker.KindRecord, Collection: "posts", Action: broker.ActionCreate, RecordID: "123",
 		Record:    broker.Row{{Name: "id", Value: int64(123)}, {Name: "title", Value: "New"}},
 		Timestamp: commit, Position: broker.Position{LSN: 0x16B3748, Index: 1},

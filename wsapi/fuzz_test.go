@@ -52,7 +52,7 @@ func FuzzHandle(f *testing.F) {
 	for i := uint64(1); i <= 3; i++ {
 		ev := &broker.Event{Kind: broker.KindRecord, Collection: "posts", Action: broker.ActionCreate, RecordID: "1",
 			Record: broker.Row{{Name: "id", Value: int64(1)}}, Timestamp: time.Unix(0, 0), Position: broker.Position{LSN: 0x1000000 * i, Index: 1}}
-		if err := b.Publish(context.Background(), &broker.Tx{CommitLSN: ev.Position.LSN, EndLSN: ev.Position.LSN + 1, Events: []*broker.Event{ev}}); err != nil {
+		if err := b.Append(context.Background(), &broker.Tx{CommitLSN: ev.Position.LSN, EndLSN: ev.Position.LSN + 1, Events: []*broker.Event{ev}}); err != nil {
 			f.Fatal(err)
 		}
 	}

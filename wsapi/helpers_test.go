@@ -343,7 +343,7 @@ func (e *env) publish(evs ...*broker.Event) []*broker.Event {
 			ev.Timestamp = now
 		}
 	}
-	if err := e.broker.Publish(e.ctx, &broker.Tx{CommitLSN: lsn, EndLSN: lsn + 0x10, CommitTime: now, Events: evs}); err != nil {
+	if err := e.broker.Append(e.ctx, &broker.Tx{CommitLSN: lsn, EndLSN: lsn + 0x10, CommitTime: now, Events: evs}); err != nil {
 		e.t.Fatalf("publish: %v", err)
 	}
 	return evs

@@ -80,7 +80,9 @@ func startPGReader(e *env, url string) *cdc.Reader {
 	r, err := cdc.NewReader(cdc.Config{
 		ConnString:     url,
 		Slot:           fmt.Sprintf("wsapi_%d", time.Now().UnixNano()),
-		Sink:           e.broker,
+		Publisher:      e.broker,
+		Live:           e.broker,
+		Checkpoint:     e.broker,
 		Logger:         zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 		StatusInterval: 100 * time.Millisecond,
 		SyncInterval:   -1,
@@ -244,6 +246,7 @@ type countingSub struct{ n *int }
 
 func (s *countingSub) Deliver(*broker.Event)            {}
 func (s *countingSub) DeliverBatch(evs []*broker.Event) { *s.n += len(evs) }
+func (s *countingSub) Resync()                          {}
 
 // Record ids of PROTOCOL section 2: composite keys joined with ",", ids
 // with dots, key-less tables (collection patterns only), schema-qualified

@@ -67,7 +67,12 @@ const (
 
 // Config configures a Server. Zero fields take the Default… values.
 type Config struct {
-	Broker broker.Broker
+	// Broker is where connections subscribe and where HTTP and client
+	// broadcasts are published (broker.Memory, or a cluster broker).
+	Broker interface {
+		broker.Subscriptions
+		broker.LivePublisher
+	}
 	// Verifier checks tokens; nil: every connection is anonymous and any
 	// presented token is refused.
 	Verifier *auth.Verifier
@@ -97,6 +102,10 @@ type Config struct {
 	// Ready reports readiness for /readyz (reader + postgres); nil: always
 	// ready.
 	Ready func() (bool, string)
+	// Cluster, when set (cluster mode, --redis-url), serves GET /api/cluster
+	// and adds the node's role and id to /readyz. Ready then also covers
+	// Redis (connected, stream loaded and read).
+	Cluster ClusterInfo
 	// Inspector is served at GET / when set.
 	Inspector http.Handler
 	Logger    zerolog.Logger
@@ -188,6 +197,7 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /api/broadcast", s.serveBroadcast)
 	mux.HandleFunc("GET /api/connections", s.serveConnections)
+	mux.HandleFunc("GET /api/cluster", s.serveCluster)
 	if cfg.Inspector != nil {
 		mux.Handle("GET /", cfg.Inspector)
 	}
@@ -242,7 +252,7 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		ready, reason = false, "shutting down"
 	}
 	if ready {
-		writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
+		writeJSON(w, http.StatusOK, s.readyBody())
 		return
 	}
 	writeJSON(w, http.StatusServiceUnavailable, struct {

@@ -217,7 +217,7 @@ func (c *conn) subscribe(id *string, req *request) {
 		return
 	}
 	reply := topicsMsg{Type: "subscribed", ID: id, Topics: req.Topics}
-	if pos := c.s.cfg.Broker.LastPosition(); len(pats) == 0 && !pos.IsZero() {
+	if pos := c.s.cfg.Broker.Position(); len(pats) == 0 && !pos.IsZero() {
 		reply.Position = pos.String()
 		c.sendJSON(reply)
 		return
@@ -236,17 +236,13 @@ func (c *conn) subscribe(id *string, req *request) {
 	// start, <LSN>:0), so wait for it. Wait for a stream that is still
 	// catching up to since here too, rather than in Subscribe, so that live
 	// events of the existing subscriptions are not held back meanwhile.
-	for ctx.Err() == nil {
-		last := c.s.cfg.Broker.LastPosition()
-		if !last.IsZero() && (since == nil || !last.Less(*since)) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
+	// When the wait ends first, Subscribe below answers with the reason.
+	var want broker.Position
+	if since != nil {
+		want = *since
 	}
-	if c.s.cfg.Broker.LastPosition().IsZero() {
+	_ = c.s.cfg.Broker.WaitFor(ctx, want)
+	if c.s.cfg.Broker.Position().IsZero() {
 		cancel()
 		if !c.isDone() {
 			c.sendError(id, CodeHistoryUnavailable, fmt.Sprintf("history unavailable: the WAL stream has not started within %s (is Postgres reachable? see /readyz), so there is no position to give; nothing was subscribed: subscribe again", c.s.sinceWait), nil)
@@ -255,7 +251,7 @@ func (c *conn) subscribe(id *string, req *request) {
 	}
 	if len(pats) == 0 {
 		cancel()
-		reply.Position = c.s.cfg.Broker.LastPosition().String()
+		reply.Position = c.s.cfg.Broker.Position().String()
 		c.sendJSON(reply)
 		return
 	}

@@ -71,6 +71,11 @@ func (sub *channelSub) wants(ev *broker.Event) bool {
 	return false
 }
 
+// Resync implements broker.Subscriber: the whole connection is closed
+// with 1001, as conn.Resync (the client rejoins its channels). It never
+// blocks.
+func (sub *channelSub) Resync() { sub.ch.p.c.Resync() }
+
 // Deliver implements broker.Subscriber. It never blocks.
 func (sub *channelSub) Deliver(ev *broker.Event) {
 	c := sub.ch.p.c

@@ -365,17 +365,23 @@ func TestSupabaseAccessToken(t *testing.T) {
 	}
 }
 
+// wsBroker is the type of Config.Broker.
+type wsBroker interface {
+	broker.Subscriptions
+	broker.LivePublisher
+}
+
 // gatedBroker holds Subscribe until its gate opens and records when the
 // subscription took effect.
 type gatedBroker struct {
-	broker.Broker
+	wsBroker
 	gate chan struct{}
 	live atomic.Bool
 }
 
 func (g *gatedBroker) Subscribe(ctx context.Context, sub broker.Subscriber, p []broker.Pattern, since *broker.Position) (broker.Position, error) {
 	<-g.gate
-	pos, err := g.Broker.Subscribe(ctx, sub, p, since)
+	pos, err := g.wsBroker.Subscribe(ctx, sub, p, since)
 	g.live.Store(err == nil)
 	return pos, err
 }
@@ -389,7 +395,7 @@ func TestSupabaseSubscribedMeansLive(t *testing.T) {
 	g := &gatedBroker{gate: make(chan struct{})}
 	e := newEnv(t, envOpts{
 		rules: &rules.Config{Collections: map[string]rules.Collection{"posts": {Read: &yes}}},
-		cfg:   func(c *Config) { g.Broker = c.Broker; c.Broker = g },
+		cfg:   func(c *Config) { g.wsBroker = c.Broker; c.Broker = g },
 	})
 	c := e.dialPhoenix("vsn=1.0.0")
 	c.push("realtime:live", phoenix.EventJoin, join(map[string]any{"event": "*", "schema": "public", "table": "posts"}))

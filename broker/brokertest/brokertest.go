@@ -92,10 +92,13 @@ func ids(evs []*broker.Event) []string {
 	return out
 }
 
-// NewBroker returns a fresh broker that retains historySize events.
+// NewBroker returns a fresh broker that retains historySize events. The
+// suite calls Begin with the zero position before it appends.
 type NewBroker func(t *testing.T, historySize int) broker.Broker
 
-// Run runs the contract suite against brokers made by newBroker.
+// Run runs the contract suite against brokers made by newBroker. The cases
+// of the single-node resume window run only on a broker that implements
+// broker.Checkpoint.
 func Run(t *testing.T, newBroker NewBroker) {
 	const historySize = 16
 	ctx := func(t *testing.T) context.Context {
@@ -103,10 +106,27 @@ func Run(t *testing.T, newBroker NewBroker) {
 		t.Cleanup(cancel)
 		return c
 	}
+	userNew := newBroker
+	newBroker = func(t *testing.T, historySize int) broker.Broker {
+		t.Helper()
+		b := userNew(t, historySize)
+		if err := b.Begin(ctx(t), broker.Position{}); err != nil {
+			t.Fatalf("begin: %v", err)
+		}
+		return b
+	}
+	checkpoint := func(t *testing.T, b broker.Broker) broker.Checkpoint {
+		t.Helper()
+		c, ok := b.(broker.Checkpoint)
+		if !ok {
+			t.Skip("the broker has no single-node resume window (broker.Checkpoint)")
+		}
+		return c
+	}
 	publish := func(t *testing.T, b broker.Broker, tx *broker.Tx) {
 		t.Helper()
-		if err := b.Publish(ctx(t), tx); err != nil {
-			t.Fatalf("publish: %v", err)
+		if err := b.Append(ctx(t), tx); err != nil {
+			t.Fatalf("append: %v", err)
 		}
 	}
 	// homes knows, for each Recorder subscribed through subscribe, its
@@ -141,6 +161,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 	}
 
 	t.Run("Filters", func(t *testing.T) { runFilters(t, newBroker) })
+	t.Run("WaitFor", func(t *testing.T) { runWaitFor(t, newBroker) })
 
 	t.Run("PatternsMatchByCollectionAndID", func(t *testing.T) {
 		b := newBroker(t, historySize)
@@ -281,8 +302,8 @@ func Run(t *testing.T, newBroker NewBroker) {
 		if pos := subscribe(t, b, NewRecorder(), nil, "posts"); pos.String() != "0/64:2" {
 			t.Fatalf("position = %s, want 0/64:2", pos)
 		}
-		if got := b.LastPosition().String(); got != "0/64:2" {
-			t.Fatalf("LastPosition = %s", got)
+		if got := b.Position().String(); got != "0/64:2" {
+			t.Fatalf("Position = %s", got)
 		}
 	})
 
@@ -357,7 +378,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		go func() {
 			defer close(done)
 			for i := 1; i < n; i++ {
-				if err := b.Publish(context.Background(), Tx(uint64(10+i*10), fmt.Sprintf("posts/create/%d", i))); err != nil {
+				if err := b.Append(context.Background(), Tx(uint64(10+i*10), fmt.Sprintf("posts/create/%d", i))); err != nil {
 					t.Error(err)
 					return
 				}
@@ -407,8 +428,9 @@ func Run(t *testing.T, newBroker NewBroker) {
 
 	t.Run("ResumeFromBaseAfterRestart", func(t *testing.T) {
 		b := newBroker(t, historySize)
+		c := checkpoint(t, b)
 		base := broker.Position{LSN: 500, Index: 3}
-		b.SetBase(base)
+		c.SetBase(base)
 		if got := subscribe(t, b, NewRecorder(), nil, "posts"); got != base {
 			t.Fatalf("subscribed position after SetBase = %s, want %s", got, base)
 		}
@@ -421,7 +443,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		}
 		// A later base (a recreated slot) drops what came before it.
 		publish(t, b, Tx(700, "posts/create/2"))
-		b.SetBase(broker.Position{LSN: 800})
+		c.SetBase(broker.Position{LSN: 800})
 		mid := broker.Position{LSN: 600, Index: 1}
 		if _, err := b.Subscribe(ctx(t), NewRecorder(), pats(t, "posts"), &mid); !errors.Is(err, broker.ErrHistoryUnavailable) {
 			t.Fatalf("position before a later base: err = %v, want ErrHistoryUnavailable", err)
@@ -437,8 +459,9 @@ func Run(t *testing.T, newBroker NewBroker) {
 		// checkpoint's base (here 0/64:1) up to what the earlier run had
 		// delivered (0/C8:1): retained for resume, not delivered again.
 		b := newBroker(t, historySize)
-		b.SetBase(broker.Position{LSN: 100, Index: 1})
-		b.MarkDelivered(broker.Position{LSN: 200, Index: 1})
+		c := checkpoint(t, b)
+		c.SetBase(broker.Position{LSN: 100, Index: 1})
+		c.MarkDelivered(broker.Position{LSN: 200, Index: 1})
 		live := NewRecorder()
 		if pos := subscribe(t, b, live, nil, "posts", "comments"); pos.String() != "0/C8:1" {
 			t.Fatalf("subscribed position %s, want what the earlier run delivered, 0/C8:1", pos)
@@ -467,7 +490,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		if got := ids(settle(live)); fmt.Sprint(got) != "[posts/create/5]" {
 			t.Fatalf("live client got %v: re-streamed events were delivered again", got)
 		}
-		base, first := b.Retained()
+		base, first := c.Retained()
 		if base.String() != "0/64:1" || first.String() != "0/64:2" {
 			t.Fatalf("Retained() = %s, %s", base, first)
 		}
@@ -487,8 +510,8 @@ func Run(t *testing.T, newBroker NewBroker) {
 		ahead := broker.Position{LSN: 200, Index: 1}
 		go func() {
 			time.Sleep(100 * time.Millisecond)
-			_ = b.Publish(context.Background(), Tx(200, "posts/create/2"))
-			_ = b.Publish(context.Background(), Tx(300, "posts/create/3"))
+			_ = b.Append(context.Background(), Tx(200, "posts/create/2"))
+			_ = b.Append(context.Background(), Tx(300, "posts/create/3"))
 		}()
 		r := NewRecorder()
 		start := time.Now()
@@ -526,7 +549,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		go func() {
 			defer wg.Done()
 			for i := 1; i <= txs; i++ {
-				_ = b.Publish(context.Background(), Tx(uint64(i), fmt.Sprintf("posts/update/%d", i)))
+				_ = b.Append(context.Background(), Tx(uint64(i), fmt.Sprintf("posts/update/%d", i)))
 			}
 		}()
 		for i := 0; i < 20; i++ {

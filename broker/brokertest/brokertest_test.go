@@ -99,6 +99,8 @@ func (s *lateSub) Deliver(ev *broker.Event) { s.push([]*broker.Event{ev}, false)
 
 func (s *lateSub) DeliverBatch(evs []*broker.Event) { s.push(evs, true) }
 
+func (s *lateSub) Resync() { s.to.Resync() }
+
 func (s *lateSub) push(evs []*broker.Event, batch bool) {
 	now := time.Now()
 	s.mu.Lock()

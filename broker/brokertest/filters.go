@@ -49,8 +49,8 @@ func (s *filterSuite) publish(evs ...*broker.Event) broker.Position {
 		ev.Timestamp = tx.CommitTime
 		tx.Events = append(tx.Events, ev)
 	}
-	if err := s.b.Publish(s.ctx(), tx); err != nil {
-		s.t.Fatalf("publish: %v", err)
+	if err := s.b.Append(s.ctx(), tx); err != nil {
+		s.t.Fatalf("append: %v", err)
 	}
 	return tx.Events[len(tx.Events)-1].Position
 }

@@ -18,6 +18,7 @@ type Recorder struct {
 	events    []*broker.Event
 	units     []int // events per Deliver/DeliverBatch call, in order
 	sentinels map[string]bool
+	resyncs   int
 	cond      chan struct{}
 }
 
@@ -38,6 +39,22 @@ func (r *Recorder) Units() []int {
 
 // DeliverBatch implements broker.Subscriber.
 func (r *Recorder) DeliverBatch(evs []*broker.Event) { r.add(evs...) }
+
+// Resync implements broker.Subscriber: it counts the calls.
+func (r *Recorder) Resync() {
+	r.mu.Lock()
+	r.resyncs++
+	close(r.cond)
+	r.cond = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Resyncs returns how many times Resync was called.
+func (r *Recorder) Resyncs() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resyncs
+}
 
 func (r *Recorder) add(evs ...*broker.Event) {
 	r.mu.Lock()

@@ -94,6 +94,8 @@ type Config struct {
 	AllowedOrigins   []string
 	LogLevel         zerolog.Level
 	LogFormat        string
+	RedisURL         string        // cluster mode (config_cluster.go)
+	NodeID           string        // cluster mode; default <host name>-<pid>
 	DataDir          string        // dev
 	Yes              bool          // teardown
 	Subject          string        // token
@@ -338,6 +340,10 @@ var options = []option{
 			}
 			return fmt.Errorf(`must be "json" or "console", got %q`, v)
 		}},
+	{name: "redis-url", help: "Redis URL (`redis://host:6379/0`, `rediss://` for TLS, `unix:///path`): joins the cluster of every node with the same Redis and --slot (PROTOCOL section 8); without it one node, history in memory", cmds: cmdServe,
+		set: setRedisURL},
+	{name: "node-id", docDef: "(host name-pid)", help: "this node's name in cluster mode (`/readyz`, `/api/cluster`, logs): at most 64 bytes of letters, digits and `._:-`", cmds: cmdServe,
+		set: setNodeID},
 	{name: "data-dir", devDef: "(temporary, removed on exit)", help: "directory for the throwaway cluster; must be empty or absent; kept on exit when given", cmds: cmdDev,
 		set: anyString(func(c *Config) *string { return &c.DataDir })},
 	{name: "sub", def: "admin", help: "`sub` claim of the token to mint", cmds: cmdToken,

@@ -195,7 +195,19 @@ func TestReadmeLinks(t *testing.T) {
 // documented in the README, with its help text as its meaning.
 func TestReadmeListsEveryMetric(t *testing.T) {
 	readme := string(repoFile(t, "README.md"))
-	src := string(repoFile(t, "internal/metrics/metrics.go"))
+	// Every file of internal/metrics that defines metrics (metrics.go,
+	// redis.go, …).
+	files, err := filepath.Glob(filepath.Join("..", "..", "internal", "metrics", "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("internal/metrics: %v", err)
+	}
+	var src string
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src += string(repoFile(t, filepath.Join("internal", "metrics", filepath.Base(f))))
+	}
 	names := regexp.MustCompile(`Name: "([a-z_]+)", Help: "([^"]+)"`).FindAllStringSubmatch(src, -1)
 	if len(names) < 10 || len(names) != strings.Count(src, "Name: ") {
 		t.Fatalf("found %d metric names with a help text in internal/metrics, of %d", len(names), strings.Count(src, "Name: "))

@@ -32,6 +32,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := checkDatabaseURL(cfg); err != nil {
 		return err
 	}
+	if err := checkCluster(cfg); err != nil {
+		return err
+	}
 	log := newLogger(cfg, stderr)
 	return serve(ctx, cfg, log, serveOptions{})
 }
