@@ -47,7 +47,12 @@ func startWriter(ctx context.Context, t *testing.T, db string, rate int) *writer
 			case <-time.After(time.Until(due)):
 			}
 			w.begun.Store(i)
-			if _, err := conn.Exec(wctx, `INSERT INTO posts (seq) VALUES ($1)`, i); err != nil {
+			// Not wctx: stop must not cancel an insert that may commit
+			// anyway (the row would be received but not counted).
+			ictx, icancel := context.WithTimeout(context.WithoutCancel(wctx), 30*time.Second)
+			_, err := conn.Exec(ictx, `INSERT INTO posts (seq) VALUES ($1)`, i)
+			icancel()
+			if err != nil {
 				if wctx.Err() == nil {
 					w.mu.Lock()
 					w.err = fmt.Errorf("writer: insert seq %d: %w", i, err)
