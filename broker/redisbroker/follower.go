@@ -15,7 +15,7 @@ import (
 // readCount and readBlockMs are the follower's XREAD COUNT and BLOCK.
 const (
 	readCount   = 1000
-	readBlockMs = 5000
+	readBlockMs = 1000
 )
 
 // follower is the state of the follower loop (one goroutine).
@@ -55,7 +55,10 @@ func (b *Broker) follow(ctx context.Context) {
 			if b.beforeRead != nil {
 				b.beforeRead(ctx)
 			}
-			err = f.read(ctx)
+			var n int
+			if n, err = f.read(ctx); err == nil && n == 0 {
+				err = f.idle(ctx)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -111,20 +114,65 @@ func (f *follower) load(ctx context.Context) error {
 	return nil
 }
 
-// read takes in one XREAD's entries.
-func (f *follower) read(ctx context.Context) error {
+// read takes in one XREAD's entries and says how many there were.
+func (f *follower) read(ctx context.Context) (int, error) {
 	b := f.b
 	cmd := b.c.B().Xread().Count(readCount).Block(readBlockMs).Streams().Key(b.keys.stream).Id(f.cursor).Build()
 	res, err := b.c.Do(ctx, cmd).AsXReadSlices()
 	if rueidis.IsRedisNil(err) {
-		return nil // BLOCK timed out
+		return 0, nil // BLOCK timed out
 	}
 	if err != nil {
-		return fmt.Errorf("xread: %w", err)
+		return 0, fmt.Errorf("xread: %w", err)
 	}
 	for _, e := range res[b.keys.stream] {
 		f.take(e)
 	}
+	return len(res[b.keys.stream]), nil
+}
+
+// idle runs when the stream had nothing new: it moves this node's position
+// up to the flushed watermark W when every entry in the stream is applied,
+// so that a quiet cluster (a new one above all, which has no event yet)
+// still tells subscribers a position (PROTOCOL 3: <LSN>:0 before the first
+// event). W is read before the stream's last id, in one pipeline: every
+// entry below W was appended before W was raised, so when the last id is
+// applied, nothing below W is missing here.
+func (f *follower) idle(ctx context.Context) error {
+	b := f.b
+	if len(f.pending) > 0 || f.broken {
+		return nil
+	}
+	res := b.c.DoMulti(ctx,
+		b.c.B().Get().Key(b.keys.flushed).Build(),
+		b.c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(1).Build())
+	ws, err := res[0].ToString()
+	if rueidis.IsRedisNil(err) {
+		return nil // no watermark yet: a new cluster whose leader has not begun
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", b.keys.flushed, err)
+	}
+	w, err := parseWatermark(ws)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", b.keys.flushed, err)
+	}
+	newest, err := res[1].AsXRangeSlices()
+	if err != nil {
+		return fmt.Errorf("read the stream's last entry: %w", err)
+	}
+	if len(newest) > 0 {
+		last, err := parseStreamID(newest[0].ID)
+		if err != nil || !f.hasApplied || f.applied.Less(last) {
+			return nil // entries to read first (or an id this node skips anyway)
+		}
+	}
+	base := broker.Position{LSN: w}
+	if f.hasApplied && !f.applied.Less(base) {
+		return nil
+	}
+	b.hub.Advance(base)
+	f.applied, f.hasApplied = base, true
 	return nil
 }
 
@@ -220,7 +268,12 @@ func (f *follower) take(e rueidis.XRangeSlice) {
 func (f *follower) apply() {
 	b := f.b
 	prev := f.pendPrev
-	if f.broken || (f.hasApplied && prev != f.applied) {
+	// A predecessor at or before what this node applied is continuous: the
+	// node has every event up to its position (the leader names a base
+	// <LSN>-0 after Redis lost data; when this node had applied past it,
+	// nothing is missing here, and the re-appended entries it has already
+	// are skipped above).
+	if f.broken || (f.hasApplied && f.applied.Less(prev)) {
 		metrics.ClusterResets.Inc()
 		applied := "none"
 		if f.hasApplied {

@@ -30,6 +30,7 @@ type recorder struct {
 	prevs    []broker.Position
 	txs      [][]broker.Position // each Apply's positions
 	resets   []broker.Position
+	advances []broker.Position
 	implicit []string // Apply calls whose prev did not match without a Reset
 	lives    []*broker.Event
 	changed  chan struct{}
@@ -49,7 +50,7 @@ func (r *recorder) Apply(prev broker.Position, evs []*broker.Event) {
 	if len(evs) == 0 || (r.hasLast && !r.last.Less(evs[0].Position)) {
 		return
 	}
-	if r.hasLast && prev != r.last {
+	if r.hasLast && r.last.Less(prev) {
 		r.implicit = append(r.implicit, fmt.Sprintf("apply prev %s after %s", prev, r.last))
 	}
 	var ps []broker.Position
@@ -79,6 +80,16 @@ func (r *recorder) Reset(pos broker.Position) {
 	r.resets = append(r.resets, pos)
 	r.last, r.hasLast = pos, true
 	r.notify()
+}
+
+func (r *recorder) Advance(pos broker.Position) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last.Less(pos) {
+		r.advances = append(r.advances, pos)
+		r.last, r.hasLast = pos, true
+		r.notify()
+	}
 }
 
 func (r *recorder) Position() broker.Position {

@@ -65,6 +65,7 @@ type applier interface {
 	Apply(prev broker.Position, evs []*broker.Event)
 	ApplyLive(ev *broker.Event)
 	Reset(pos broker.Position)
+	Advance(pos broker.Position)
 	Position() broker.Position
 }
 
@@ -85,7 +86,8 @@ type Broker struct {
 	closed       bool
 	followReason string // why the follower is not ready ("" = ready)
 	liveReason   string // why live events are not received ("" = subscribed)
-	origin       string // Config.Origin, or what SetOrigin set
+	origin       string // what SetOrigin set
+	originSet    bool
 
 	app        appender
 	queueLimit int           // MaxQueueBytes; tests lower it
@@ -101,14 +103,17 @@ type Broker struct {
 // reachable when the node starts). "" turns the origin check off.
 func (b *Broker) SetOrigin(origin string) {
 	b.mu.Lock()
-	b.origin = origin
+	b.origin, b.originSet = origin, true
 	b.mu.Unlock()
 }
 
 func (b *Broker) currentOrigin() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.origin
+	if b.originSet {
+		return b.origin
+	}
+	return b.cfg.Origin
 }
 
 func validate(cfg Config) error {
@@ -145,7 +150,7 @@ func newBroker(cfg Config, hub applier) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg: cfg, c: cfg.Client, keys: newKeys(cfg.Slot), hub: hub, origin: cfg.Origin,
+		cfg: cfg, c: cfg.Client, keys: newKeys(cfg.Slot), hub: hub,
 		log:          cfg.Logger.With().Str("component", "redisbroker").Logger(),
 		followReason: "not started: the follower loop is not running",
 		liveReason:   "not started: the live event loop is not running",
