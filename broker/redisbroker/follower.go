@@ -20,7 +20,13 @@ const (
 
 // follower is the state of the follower loop (one goroutine).
 type follower struct {
-	b      *Broker
+	b *Broker
+	// dc is the loop's own connection (nil until needed, and after an
+	// error): closed when the loop's ctx ends, which ends a blocked XREAD
+	// at once even when Redis does not answer (a pooled connection would
+	// wait out the BLOCK time).
+	dc     rueidis.DedicatedClient
+	undo   func() bool
 	loaded bool
 	// cursor is the id XREAD continues after: the last entry taken in.
 	cursor string
@@ -45,6 +51,7 @@ type follower struct {
 // read the stream, retrying with backoff after a Redis error.
 func (b *Broker) follow(ctx context.Context) {
 	f := &follower{b: b}
+	defer f.dropConn()
 	b.setFollowReason("loading history from redis")
 	backoff := minBackoff
 	for ctx.Err() == nil {
@@ -61,6 +68,7 @@ func (b *Broker) follow(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			f.dropConn()
 			metrics.RedisConnected.Set(0)
 			b.setFollowReason("redis: " + err.Error())
 			b.log.Warn().Err(err).Dur("retry_in", backoff).Msg("reading the redis stream failed")
@@ -77,6 +85,24 @@ func (b *Broker) follow(ctx context.Context) {
 	}
 }
 
+// conn returns the loop's connection, taking one from the pool if needed.
+func (f *follower) conn(ctx context.Context) rueidis.DedicatedClient {
+	if f.dc == nil {
+		dc, _ := f.b.c.Dedicate()
+		f.dc, f.undo = dc, context.AfterFunc(ctx, dc.Close)
+	}
+	return f.dc
+}
+
+// dropConn closes the loop's connection (after an error, or at the end).
+func (f *follower) dropConn() {
+	if f.dc != nil {
+		f.undo()
+		f.dc.Close()
+		f.dc, f.undo = nil, nil
+	}
+}
+
 // restart drops a partly assembled transaction: reading continues after
 // the last applied entry.
 func (f *follower) restart() {
@@ -88,8 +114,9 @@ func (f *follower) restart() {
 // the oldest one's p and applies them in order.
 func (f *follower) load(ctx context.Context) error {
 	b := f.b
-	cmd := b.c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(int64(b.cfg.HistorySize)).Build()
-	entries, err := b.c.Do(ctx, cmd).AsXRangeSlices()
+	c := f.conn(ctx)
+	cmd := c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(int64(b.cfg.HistorySize)).Build()
+	entries, err := c.Do(ctx, cmd).AsXRangeSlices()
 	if err != nil {
 		return fmt.Errorf("load history: %w", err)
 	}
@@ -114,8 +141,9 @@ func (f *follower) load(ctx context.Context) error {
 // read takes in one XREAD's entries.
 func (f *follower) read(ctx context.Context) error {
 	b := f.b
-	cmd := b.c.B().Xread().Count(readCount).Block(readBlockMs).Streams().Key(b.keys.stream).Id(f.cursor).Build()
-	res, err := b.c.Do(ctx, cmd).AsXReadSlices()
+	c := f.conn(ctx)
+	cmd := c.B().Xread().Count(readCount).Block(readBlockMs).Streams().Key(b.keys.stream).Id(f.cursor).Build()
+	res, err := c.Do(ctx, cmd).AsXReadSlices()
 	if rueidis.IsRedisNil(err) {
 		return nil // BLOCK timed out
 	}
