@@ -184,3 +184,19 @@ func TestTransactionLargerThanTheHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyReportsAStalledRedis: a Redis that stops answering (paused: the
+// connection stays up) makes the node not ready within the XREAD's BLOCK
+// time plus its grace; it is ready again once Redis answers.
+func TestReadyReportsAStalledRedis(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	n := startNode(t, srv, 100, func(_ *Config, b *Broker) { b.readBlock = 200 * time.Millisecond })
+	srv.Pause()
+	start := time.Now()
+	waitUntil(t, "the node is not ready", func() (bool, string) {
+		return n.b.Ready() != nil, "still ready"
+	})
+	t.Logf("not ready after %s: %v", time.Since(start), n.b.Ready())
+	srv.Resume()
+	n.waitReady(t)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/redis/rueidis"
@@ -12,10 +13,13 @@ import (
 	"github.com/pgrealtime/pgrealtime/internal/metrics"
 )
 
-// readCount and readBlockMs are the follower's XREAD COUNT and BLOCK.
+// The follower's XREAD COUNT and BLOCK, and how much longer than BLOCK it
+// waits for an answer before it takes Redis for unreachable (a stalled
+// server or a partition: the connection does not fail by itself).
 const (
-	readCount   = 1000
-	readBlockMs = 5000
+	readCount     = 1000
+	readBlock     = 5 * time.Second
+	readGraceTime = 3 * time.Second
 )
 
 // follower is the state of the follower loop (one goroutine).
@@ -142,8 +146,10 @@ func (f *follower) load(ctx context.Context) error {
 func (f *follower) read(ctx context.Context) error {
 	b := f.b
 	c := f.conn(ctx)
-	cmd := c.B().Xread().Count(readCount).Block(readBlockMs).Streams().Key(b.keys.stream).Id(f.cursor).Build()
-	res, err := c.Do(ctx, cmd).AsXReadSlices()
+	cmd := c.B().Xread().Count(readCount).Block(b.readBlock.Milliseconds()).Streams().Key(b.keys.stream).Id(f.cursor).Build()
+	rctx, cancel := context.WithTimeout(ctx, b.readBlock+readGraceTime)
+	defer cancel()
+	res, err := c.Do(rctx, cmd).AsXReadSlices()
 	if rueidis.IsRedisNil(err) {
 		return nil // BLOCK timed out
 	}
