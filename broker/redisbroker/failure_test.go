@@ -196,7 +196,11 @@ func TestReadyReportsAStalledRedis(t *testing.T) {
 	waitUntil(t, "the node is not ready", func() (bool, string) {
 		return n.b.Ready() != nil, "still ready"
 	})
-	t.Logf("not ready after %s: %v", time.Since(start), n.b.Ready())
+	d := time.Since(start)
+	t.Logf("not ready after %s: %v", d, n.b.Ready())
+	if limit := 200*time.Millisecond + readGraceTime + 2*time.Second; d > limit {
+		t.Fatalf("not ready only after %s, want within %s", d, limit)
+	}
 	srv.Resume()
 	n.waitReady(t)
 }
