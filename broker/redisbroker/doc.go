@@ -28,6 +28,10 @@
 //     WAITAOF (Redis ≥ 7.2 with appendonly) "confirmed" means on disk; with
 //     Redis 7.0 it means accepted, so run Redis with appendfsync always for
 //     nothing lost.
+//   - Trimming: the stream keeps HistorySize entries plus everything
+//     appended in the last TrimGrace (10 s), so that a burst (one
+//     transaction larger than the history) does not overtake the nodes
+//     reading it; a node more than that behind resets, as above.
 //   - Backpressure: Append queues at most MaxQueueBytes of encoded payload
 //     (queued plus in flight) and blocks beyond it until its ctx ends. One
 //     goroutine sends group-committed batches (whatever accumulated while

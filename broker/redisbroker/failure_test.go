@@ -165,3 +165,42 @@ func TestUndecodableEntryResetsAtTheNext(t *testing.T) {
 		t.Fatalf("Ready after a bad entry: %v", err)
 	}
 }
+
+// TestTransactionLargerThanTheHistory: one transaction of many more events
+// than the history is applied whole by every node, none of which resets
+// (the trim grace keeps what they have not read yet).
+func TestTransactionLargerThanTheHistory(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const history = 10
+	a, b := startNode(t, srv, history), startNode(t, srv, history)
+	big := tx(1000, 2000)
+	newReader(a.b, 900).publish(t, tx(900, 1), big, tx(1100, 1))
+	want := txPositions(tx(900, 1), big, tx(1100, 1))
+	for _, n := range []*node{a, b} {
+		n.rec.waitPos(t, want[len(want)-1])
+		got, resets, implicit := n.rec.snapshot()
+		if !slices.Equal(got, want) || len(resets) != 0 || len(implicit) != 0 {
+			t.Fatalf("applied %d events, resets %v implicit %v; want %d events without a reset", len(got), resets, implicit, len(want))
+		}
+	}
+}
+
+// TestReadyReportsAStalledRedis: a Redis that stops answering (paused: the
+// connection stays up) makes the node not ready within the XREAD's BLOCK
+// time plus its grace; it is ready again once Redis answers.
+func TestReadyReportsAStalledRedis(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	n := startNode(t, srv, 100, func(_ *Config, b *Broker) { b.readBlock = 200 * time.Millisecond })
+	srv.Pause()
+	start := time.Now()
+	waitUntil(t, "the node is not ready", func() (bool, string) {
+		return n.b.Ready() != nil, "still ready"
+	})
+	d := time.Since(start)
+	t.Logf("not ready after %s: %v", d, n.b.Ready())
+	if limit := 200*time.Millisecond + readGraceTime + 2*time.Second; d > limit {
+		t.Fatalf("not ready only after %s, want within %s", d, limit)
+	}
+	srv.Resume()
+	n.waitReady(t)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/redis/rueidis"
@@ -12,15 +13,24 @@ import (
 	"github.com/pgrealtime/pgrealtime/internal/metrics"
 )
 
-// readCount and readBlockMs are the follower's XREAD COUNT and BLOCK.
+// The follower's XREAD COUNT and BLOCK, and how much longer than BLOCK it
+// waits for an answer before it takes Redis for unreachable (a stalled
+// server or a partition: the connection does not fail by itself).
 const (
-	readCount   = 1000
-	readBlockMs = 1000
+	readCount     = 1000
+	readBlock     = time.Second
+	readGraceTime = 3 * time.Second
 )
 
 // follower is the state of the follower loop (one goroutine).
 type follower struct {
-	b      *Broker
+	b *Broker
+	// dc is the loop's own connection (nil until needed, and after an
+	// error): closed when the loop's ctx ends, which ends a blocked XREAD
+	// at once even when Redis does not answer (a pooled connection would
+	// wait out the BLOCK time).
+	dc     rueidis.DedicatedClient
+	undo   func() bool
 	loaded bool
 	// cursor is the id XREAD continues after: the last entry taken in.
 	cursor string
@@ -45,6 +55,7 @@ type follower struct {
 // read the stream, retrying with backoff after a Redis error.
 func (b *Broker) follow(ctx context.Context) {
 	f := &follower{b: b}
+	defer f.dropConn()
 	b.setFollowReason("loading history from redis")
 	backoff := minBackoff
 	for ctx.Err() == nil {
@@ -64,6 +75,7 @@ func (b *Broker) follow(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			f.dropConn()
 			metrics.RedisConnected.Set(0)
 			b.setFollowReason("redis: " + err.Error())
 			b.log.Warn().Err(err).Dur("retry_in", backoff).Msg("reading the redis stream failed")
@@ -80,6 +92,24 @@ func (b *Broker) follow(ctx context.Context) {
 	}
 }
 
+// conn returns the loop's connection, taking one from the pool if needed.
+func (f *follower) conn(ctx context.Context) rueidis.DedicatedClient {
+	if f.dc == nil {
+		dc, _ := f.b.c.Dedicate()
+		f.dc, f.undo = dc, context.AfterFunc(ctx, dc.Close)
+	}
+	return f.dc
+}
+
+// dropConn closes the loop's connection (after an error, or at the end).
+func (f *follower) dropConn() {
+	if f.dc != nil {
+		f.undo()
+		f.dc.Close()
+		f.dc, f.undo = nil, nil
+	}
+}
+
 // restart drops a partly assembled transaction: reading continues after
 // the last applied entry.
 func (f *follower) restart() {
@@ -91,8 +121,9 @@ func (f *follower) restart() {
 // the oldest one's p and applies them in order.
 func (f *follower) load(ctx context.Context) error {
 	b := f.b
-	cmd := b.c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(int64(b.cfg.HistorySize)).Build()
-	entries, err := b.c.Do(ctx, cmd).AsXRangeSlices()
+	c := f.conn(ctx)
+	cmd := c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(int64(b.cfg.HistorySize)).Build()
+	entries, err := c.Do(ctx, cmd).AsXRangeSlices()
 	if err != nil {
 		return fmt.Errorf("load history: %w", err)
 	}
@@ -117,8 +148,11 @@ func (f *follower) load(ctx context.Context) error {
 // read takes in one XREAD's entries and says how many there were.
 func (f *follower) read(ctx context.Context) (int, error) {
 	b := f.b
-	cmd := b.c.B().Xread().Count(readCount).Block(readBlockMs).Streams().Key(b.keys.stream).Id(f.cursor).Build()
-	res, err := b.c.Do(ctx, cmd).AsXReadSlices()
+	c := f.conn(ctx)
+	cmd := c.B().Xread().Count(readCount).Block(b.readBlock.Milliseconds()).Streams().Key(b.keys.stream).Id(f.cursor).Build()
+	rctx, cancel := context.WithTimeout(ctx, b.readBlock+readGraceTime)
+	defer cancel()
+	res, err := c.Do(rctx, cmd).AsXReadSlices()
 	if rueidis.IsRedisNil(err) {
 		return 0, nil // BLOCK timed out
 	}
@@ -143,9 +177,12 @@ func (f *follower) idle(ctx context.Context) error {
 	if len(f.pending) > 0 || f.broken {
 		return nil
 	}
-	res := b.c.DoMulti(ctx,
-		b.c.B().Get().Key(b.keys.flushed).Build(),
-		b.c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(1).Build())
+	c := f.conn(ctx)
+	rctx, cancel := context.WithTimeout(ctx, readGraceTime)
+	defer cancel()
+	res := c.DoMulti(rctx,
+		c.B().Get().Key(b.keys.flushed).Build(),
+		c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(1).Build())
 	ws, err := res[0].ToString()
 	if rueidis.IsRedisNil(err) {
 		return nil // no watermark yet: a new cluster whose leader has not begun

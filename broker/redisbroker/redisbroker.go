@@ -93,6 +93,7 @@ type Broker struct {
 	queueLimit int           // MaxQueueBytes; tests lower it
 	idleEvery  time.Duration // idleWatermarkEvery; tests shorten it
 	trimGrace  time.Duration // TrimGrace; tests shorten it
+	readBlock  time.Duration // the follower's XREAD BLOCK; tests shorten it
 
 	// beforeRead, when set (tests), is called before every XREAD.
 	beforeRead func(ctx context.Context)
@@ -156,7 +157,7 @@ func newBroker(cfg Config, hub applier) (*Broker, error) {
 		liveReason:   "not started: the live event loop is not running",
 	}
 	b.app.b = b
-	b.queueLimit, b.idleEvery, b.trimGrace = MaxQueueBytes, idleWatermarkEvery, TrimGrace
+	b.queueLimit, b.idleEvery, b.trimGrace, b.readBlock = MaxQueueBytes, idleWatermarkEvery, TrimGrace, readBlock
 	return b, nil
 }
 
