@@ -38,20 +38,28 @@ func resetRedis(t *testing.T) (*redistest.Server, rueidis.Client) {
 func seedCluster(ctx context.Context, t *testing.T, c rueidis.Client, slot string, seen time.Time) []string {
 	t.Helper()
 	p := "pgrealtime:{" + slot + "}:"
-	entry, _ := json.Marshal(map[string]any{"role": "follower", "connections": 3, "seen": seen.UTC().Format("2006-01-02T15:04:05.000Z07:00")})
 	for _, cmd := range []rueidis.Completed{
 		c.B().Xadd().Key(p+"stream").Id("1-0").FieldValue().FieldValue("p", "0-0").FieldValue("e", "x").Build(),
 		c.B().Set().Key(p + "flushed").Value("0000000000000001").Build(),
 		c.B().Set().Key(p + "origin").Value("7300000000000000001/1/app").Build(),
 		c.B().Set().Key(p + "format").Value("1").Build(),
-		c.B().Hset().Key(cluster.NodesKey(slot)).FieldValue().FieldValue("web-1", string(entry)).Build(),
 	} {
 		if err := c.Do(ctx, cmd).Error(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	writeEntry(ctx, t, c, slot, "web-1", seen)
 	keys := []string{p + "flushed", p + "format", p + "nodes", p + "origin", p + "stream"}
 	return keys
+}
+
+// writeEntry writes node's entry in the format of cluster.Registry.
+func writeEntry(ctx context.Context, t *testing.T, c rueidis.Client, slot, node string, seen time.Time) {
+	t.Helper()
+	entry, _ := json.Marshal(map[string]any{"role": "follower", "connections": 3, "seen": seen.UTC().Format("2006-01-02T15:04:05.000Z07:00")})
+	if err := c.Do(ctx, c.B().Hset().Key(cluster.NodesKey(slot)).FieldValue().FieldValue(node, string(entry)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // existing returns which of keys exist.
@@ -136,36 +144,51 @@ func TestClusterResetProcess(t *testing.T) {
 }
 
 // TestClusterResetRefusesLiveNode: while a real cluster.Registry writes its
-// entry (and, leading, the leader key), the binary refuses with exit 1,
-// names the node and deletes nothing.
+// entry (and, leading, the leader key), or while only the leader key exists
+// (its node's entry is stale), the binary refuses with exit 1, names the
+// node and deletes nothing.
 func TestClusterResetRefusesLiveNode(t *testing.T) {
-	for _, leads := range []bool{false, true} {
-		name := "follower entry"
-		if leads {
-			name = "leader key"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		registry bool // a Registry runs (else the test writes the entry or the key)
+		leads    bool
+		node     string
+	}{
+		{"follower entry", true, false, "web-7"},
+		{"leader entry and key", true, true, "web-7"},
+		{"leader key alone", false, true, "web-9"},
+		{"entry seen 1 s ago", false, false, "web-8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			s, c := resetRedis(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			mine := seedCluster(ctx, t, c, "app", time.Now().Add(-time.Hour))
-			var leading atomic.Bool
-			leading.Store(leads)
-			reg, err := cluster.NewRegistry(cluster.RegistryConfig{Client: c, Slot: "app", NodeID: "web-7",
-				IsLeader: leading.Load, Logger: zerolog.New(zerolog.NewTestWriter(t)), Heartbeat: 100 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			runCtx, stop := context.WithCancel(ctx)
-			done := make(chan struct{})
-			go func() { defer close(done); _ = reg.Run(runCtx) }()
-			defer func() { stop(); <-done }()
-			waitNode(ctx, t, reg, "web-7", leads)
-			if !leads {
-				// Only the entry counts: no leader key at all.
-				if n, err := c.Do(ctx, c.B().Exists().Key(cluster.LeaderKey("app")).Build()).AsInt64(); err != nil || n != 0 {
-					t.Fatalf("leader key exists (%d, %v)", n, err)
+			mine := seedCluster(ctx, t, c, "app", time.Now().Add(-2*resetFresh))
+			if tc.registry {
+				var leading atomic.Bool
+				leading.Store(tc.leads)
+				reg, err := cluster.NewRegistry(cluster.RegistryConfig{Client: c, Slot: "app", NodeID: tc.node,
+					IsLeader: leading.Load, Logger: zerolog.New(zerolog.NewTestWriter(t)), Heartbeat: 100 * time.Millisecond})
+				if err != nil {
+					t.Fatal(err)
 				}
+				runCtx, stop := context.WithCancel(ctx)
+				done := make(chan struct{})
+				go func() { defer close(done); _ = reg.Run(runCtx) }()
+				defer func() { stop(); <-done }()
+				waitNode(ctx, t, reg, tc.node, tc.leads)
+			} else if !tc.leads {
+				writeEntry(ctx, t, c, "app", tc.node, time.Now().Add(-time.Second))
+			} else {
+				// As the Registry writes it (SET … PX), with an expiry a busy
+				// machine cannot outlast.
+				if err := c.Do(ctx, c.B().Set().Key(cluster.LeaderKey("app")).Value(tc.node).PxMilliseconds(30_000).Build()).Error(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n, err := c.Do(ctx, c.B().Exists().Key(cluster.LeaderKey("app")).Build()).AsInt64()
+			if err != nil || (n == 1) != tc.leads {
+				t.Fatalf("leader key exists: %d, %v; want %v", n, err, tc.leads)
 			}
 
 			p := startProc(t, nil, "cluster", "reset", "--redis-url="+s.URL(), "--slot=app", "--yes")
@@ -173,7 +196,7 @@ func TestClusterResetRefusesLiveNode(t *testing.T) {
 				t.Fatalf("exit %d, want 1; stdout %q stderr %q", code, p.stdout.String(), p.stderr.String())
 			}
 			e := p.stderr.String()
-			for _, w := range []string{`node "web-7"`, "stop all nodes of this cluster first"} {
+			for _, w := range []string{"pgrealtime: cluster reset: ", `node "` + tc.node + `"`, "stop all nodes of this cluster first"} {
 				if !strings.Contains(e, w) {
 					t.Errorf("stderr %q does not say %q", e, w)
 				}
