@@ -42,7 +42,7 @@ const (
 )
 
 // errNodeAlive is wrapped by the refusal to reset a cluster that runs.
-var errNodeAlive = errors.New("a node of the cluster is running")
+var errNodeAlive = errors.New("refused")
 
 // runCluster dispatches `pgrealtime cluster <command>`.
 func runCluster(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -140,7 +140,7 @@ func (r resetter) checkStopped(ctx context.Context) error {
 	leader, err := c.Do(ctx, c.B().Get().Key(leaderKey).Build()).ToString()
 	switch {
 	case err == nil:
-		return fmt.Errorf("%w: node %q leads cluster %q (the key %s exists, renewed every second by the leader); stop all nodes of this cluster first, then run this again", errNodeAlive, leader, r.slot, leaderKey)
+		return fmt.Errorf("%w: node %q leads cluster %q (the leader key %s exists: a leader renews it every second and deletes it when it stops; after a crash it expires within 5s); stop all nodes of this cluster first, then run this again", errNodeAlive, leader, r.slot, leaderKey)
 	case !rueidis.IsRedisNil(err):
 		return fmt.Errorf("read %s: %w", leaderKey, err)
 	}
@@ -156,9 +156,13 @@ func (r resetter) checkStopped(ctx context.Context) error {
 	if len(v.Nodes) > 0 {
 		var names []string
 		for _, n := range v.Nodes {
-			names = append(names, fmt.Sprintf("%q (%s, seen %s ago)", n.ID, n.Role, r.now().Sub(n.Seen).Round(time.Millisecond)))
+			names = append(names, fmt.Sprintf("node %q (%s, seen %s ago)", n.ID, n.Role, r.now().Sub(n.Seen).Round(time.Millisecond)))
 		}
-		return fmt.Errorf("%w: node %s of cluster %q is running (seen within %s in %s); stop all nodes of this cluster first, then run this again", errNodeAlive, strings.Join(names, ", node "), r.slot, resetFresh, nodesKey)
+		verb := "is"
+		if len(names) > 1 {
+			verb = "are"
+		}
+		return fmt.Errorf("%w: %s of cluster %q %s running (entries of %s written within %s); stop all nodes of this cluster first, then run this again", errNodeAlive, strings.Join(names, ", "), r.slot, verb, nodesKey, resetFresh)
 	}
 	return nil
 }
