@@ -71,6 +71,14 @@ func roundTrip(t testing.TB, ev *Event, txLen int) *Event {
 	if !bytes.Equal(want, have) || (wantErr == nil) != (haveErr == nil) {
 		t.Fatalf("Encode after the round trip:\n got %s (%v)\nwant %s (%v)", have, haveErr, want, wantErr)
 	}
+	// The string form decodes the same event.
+	gotS, gotSLen, err := DecodeBinaryString(string(b[len("prefix"):]), ev.Position)
+	if err != nil || gotSLen != txLen {
+		t.Fatalf("DecodeBinaryString: %v, txLen %d, want %d", err, gotSLen, txLen)
+	}
+	if haveS, _ := gotS.Encode(); !bytes.Equal(haveS, have) || !reflect.DeepEqual(gotS, got) {
+		t.Fatalf("DecodeBinaryString differs from DecodeBinary:\n got %+v\nwant %+v", gotS, got)
+	}
 	if !reflect.DeepEqual(got.ColumnTypes, ev.ColumnTypes) || got.OldRecordID != ev.OldRecordID ||
 		!got.Timestamp.Equal(ev.Timestamp) || got.Timestamp.Location() != time.UTC {
 		t.Fatalf("round trip changed ColumnTypes, OldRecordID or Timestamp:\n got %+v\nwant %+v", got, ev)
@@ -329,4 +337,34 @@ func BenchmarkCodec(b *testing.B) {
 	wire, _ := ev.Encode()
 	b.ReportMetric(float64(len(buf)), "bytes/event")
 	b.ReportMetric(float64(len(wire)), "json-bytes/event")
+}
+
+// BenchmarkDecodeBinary compares decoding from bytes (a copy of the
+// payload) with decoding from a string it shares (the Redis follower).
+func BenchmarkDecodeBinary(b *testing.B) {
+	ev := &Event{Kind: KindRecord, Collection: "bench", Action: ActionCreate, RecordID: "12345",
+		Record:      Row{{"id", int64(12345)}, {"v", int64(7)}, {"note", "row number 7 of the catch-up backlog"}},
+		ColumnTypes: []ColumnType{{"id", "int8", true}, {"v", "int4", false}, {"note", "text", false}},
+		Timestamp:   time.Date(2026, 11, 25, 19, 44, 50, 914653000, time.UTC)}
+	buf, err := AppendBinary(nil, ev, 1000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	str := string(buf)
+	b.Run("bytes", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := DecodeBinary(buf, Position{LSN: 1, Index: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("string", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := DecodeBinaryString(str, Position{LSN: 1, Index: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -30,8 +30,10 @@ type HubConfig struct {
 // and ApplyLive (live events, from any goroutine).
 //
 // All state is guarded by one mutex; Deliver, DeliverBatch and Resync are
-// called with it held, which is why they must not block. Prepare and
-// encoding run before the lock is taken.
+// called with it held, which is why they must not block. Prepare runs
+// before the lock is taken, and so does encoding when the hub has members;
+// an event retained while it had none is encoded under the lock when it
+// is first delivered or replayed (encodeLocked).
 type Hub struct {
 	cfg HubConfig
 	log zerolog.Logger
@@ -74,10 +76,19 @@ func NewHub(cfg HubConfig) *Hub {
 	}
 }
 
-// prepare runs the Prepare hook and encodes the event; false drops it.
-func (h *Hub) prepare(ev *Event) (bool, error) {
+// prepare runs the Prepare hook and, with encode, encodes the event; false
+// drops it. Without encode the event's JSON is left nil and made by
+// encodeLocked when the event is first delivered or replayed: a node whose
+// hub has no member when a transaction arrives (a cluster leader whose
+// clients are on other nodes, a catch-up before the first subscriber)
+// retains events without paying for JSON nobody may ever read.
+func (h *Hub) prepare(ev *Event, encode bool) (bool, error) {
+	ev.JSON = nil // made after Prepare, which may trim the event
 	if h.cfg.Prepare != nil && !h.cfg.Prepare(ev) {
 		return false, nil
+	}
+	if !encode {
+		return true, nil
 	}
 	b, err := ev.Encode()
 	if err != nil {
@@ -85,6 +96,23 @@ func (h *Hub) prepare(ev *Event) (bool, error) {
 	}
 	ev.JSON = b
 	return true, nil
+}
+
+// encodeLocked makes ev's JSON if prepare left it out (h.mu held: a
+// retained event is shared, and its JSON is set once, under the lock,
+// before any subscriber gets it). False: the event cannot be encoded (a
+// bug in a value conversion); it is logged and not delivered.
+func (h *Hub) encodeLocked(ev *Event) bool {
+	if ev.JSON != nil {
+		return true
+	}
+	b, err := ev.Encode()
+	if err != nil {
+		h.log.Error().Err(err).Str("position", ev.Position.String()).Msg("not delivering event that cannot be encoded")
+		return false
+	}
+	ev.JSON = b
+	return true
 }
 
 // Apply fans out one transaction's events, in order, and retains them.
@@ -125,8 +153,11 @@ func (h *Hub) apply(prev *Position, evs []*Event) {
 		h.resetLocked(*prev)
 	}
 	last := h.last
+	// JSON now only when someone may receive the transaction live; a
+	// member that subscribes meanwhile gets it made at delivery.
+	encode := len(h.members) > 0
 	h.mu.Unlock()
-	kept := h.prepareTx(evs, last)
+	kept := h.prepareTx(evs, last, encode)
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -153,15 +184,15 @@ func (h *Hub) apply(prev *Position, evs []*Event) {
 	h.notifyLocked()
 }
 
-// prepareTx prepares and encodes the events after last; it returns the
+// prepareTx prepares (and, with encode, encodes) the events after last; it returns the
 // ones kept: evs itself until an event is left out (no copy in the common
 // case).
-func (h *Hub) prepareTx(evs []*Event, last Position) []*Event {
+func (h *Hub) prepareTx(evs []*Event, last Position, encode bool) []*Event {
 	out := evs[:0:0]
 	for i, ev := range evs {
 		keep := last.Less(ev.Position) // else applied before (or before the base)
 		if keep {
-			ok, err := h.prepare(ev)
+			ok, err := h.prepare(ev, encode)
 			if err != nil {
 				// An event that cannot be encoded is a bug in a value
 				// conversion; refusing the transaction would stall the WAL.
@@ -192,7 +223,7 @@ func (h *Hub) ApplyLive(ev *Event) {
 
 func (h *Hub) applyLive(ev *Event) error {
 	ev.Position = Position{}
-	ok, err := h.prepare(ev)
+	ok, err := h.prepare(ev, true)
 	if err != nil || !ok {
 		return err
 	}

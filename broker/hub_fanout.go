@@ -137,6 +137,9 @@ func (h *Hub) hitLocked(mb *member, ev *Event, seq, batch uint64) {
 		return
 	}
 	mb.lastSeq = seq
+	if !h.encodeLocked(ev) {
+		return
+	}
 	if batch == 0 {
 		mb.sub.Deliver(ev)
 		return

@@ -100,7 +100,7 @@ func (h *Hub) replayLocked(mb *member, patterns []Pattern, since Position) []*Ev
 	var out []*Event
 	for i := lo; i < h.histLen; i++ {
 		ev := h.historyAt(i)
-		if fresh.matches(ev) && (mb == nil || !mb.delivered(ev)) {
+		if fresh.matches(ev) && (mb == nil || !mb.delivered(ev)) && h.encodeLocked(ev) {
 			out = append(out, ev)
 		}
 	}

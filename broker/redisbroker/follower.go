@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-	"unsafe"
 
 	"github.com/redis/rueidis"
 
@@ -284,9 +283,9 @@ func decodeEntry(e rueidis.XRangeSlice) (pos, prev broker.Position, ev *broker.E
 	if prev, err = parseStreamID(p); err != nil {
 		return
 	}
-	// DecodeBinary does not modify or retain its input: no copy.
-	raw := unsafe.Slice(unsafe.StringData(payload), len(payload))
-	ev, txLen, err := broker.DecodeBinary(raw, pos)
+	// The client hands each payload over as a fresh string: the event
+	// shares it instead of copying it.
+	ev, txLen, err := broker.DecodeBinaryString(payload, pos)
 	if err != nil {
 		return
 	}
