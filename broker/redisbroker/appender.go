@@ -199,24 +199,41 @@ func (b *Broker) encodeTx(tx *broker.Tx, skip broker.Position) (*txItem, error) 
 		return nil, nil
 	}
 	txLen := tx.Events[len(tx.Events)-1].Position.Index
-	item := &txItem{commit: tx.CommitLSN}
+	item := &txItem{commit: tx.CommitLSN, ids: make([]broker.Position, 0, len(evs)), payloads: make([][]byte, 0, len(evs))}
+	// The payloads share one buffer, sized from the first event (one
+	// allocation per transaction, not a growing one per event).
+	var buf []byte
+	ends := make([]int, 0, len(evs))
 	for attempt := 0; attempt < 2; attempt++ {
-		item.ids, item.payloads, item.size = item.ids[:0], item.payloads[:0], 0
+		item.ids, item.payloads, ends = item.ids[:0], item.payloads[:0], ends[:0]
+		buf = buf[:0]
 		for _, ev := range evs {
-			p, err := broker.AppendBinary(nil, ev, int(txLen))
+			start := len(buf)
+			nb, err := broker.AppendBinary(buf, ev, int(txLen))
 			if err != nil {
 				if attempt == 0 {
 					b.log.Error().Err(err).Str("position", ev.Position.String()).Msg("dropping event that cannot be encoded for redis")
 				}
+				buf = buf[:start]
 				continue
 			}
+			if buf == nil && len(evs) > 1 {
+				// First event: room for all of them at about its size.
+				nb = append(make([]byte, 0, len(nb)*len(evs)+len(nb)/4*len(evs)), nb...)
+			}
+			buf = nb
 			item.ids = append(item.ids, ev.Position)
-			item.payloads = append(item.payloads, p)
-			item.size += len(p)
+			ends = append(ends, len(buf))
 		}
 		if len(item.ids) == 0 {
 			return nil, nil
 		}
+		start := 0
+		for _, end := range ends {
+			item.payloads = append(item.payloads, buf[start:end:end])
+			start = end
+		}
+		item.size = len(buf)
 		if l := item.ids[len(item.ids)-1].Index; l != txLen {
 			txLen = l // the tail was dropped: its new last entry ends it
 			continue
