@@ -89,6 +89,12 @@ type Config struct {
 	SlotStatsInterval time.Duration
 	// MinBackoff and MaxBackoff bound the reconnection delay.
 	MinBackoff, MaxBackoff time.Duration
+	// SlotBusyRetry, when positive, is the fixed delay before another
+	// start when the slot is held by another process (ErrSlotInUse),
+	// instead of the backoff: a new cluster leader waits for the old
+	// leader's walsender to end and should take the slot promptly when it
+	// does (docs/cluster.md section 8: 200 ms). Zero: the backoff.
+	SlotBusyRetry time.Duration
 	// ResumeWALLimit bounds the WAL the slot retains so that a restart can
 	// rebuild the sink's resume window: the reader acknowledges only up to
 	// the transaction of the oldest retained event while the server's WAL
@@ -291,6 +297,10 @@ func (r *Reader) Run(ctx context.Context) error {
 			backoff, attempt = r.cfg.MinBackoff, 1
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
+		slotBusy := r.cfg.SlotBusyRetry > 0 && errors.Is(err, ErrSlotInUse)
+		if slotBusy {
+			wait = r.cfg.SlotBusyRetry
+		}
 		r.log.Warn().Err(err).Int(logAttempt, attempt).Dur(logBackoff, wait).Msg("replication stream disconnected; reconnecting")
 		metrics.Reconnects.WithLabelValues("replication").Inc()
 		select {
@@ -298,7 +308,9 @@ func (r *Reader) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, r.cfg.MaxBackoff)
+		if !slotBusy {
+			backoff = min(backoff*2, r.cfg.MaxBackoff)
+		}
 	}
 }
 

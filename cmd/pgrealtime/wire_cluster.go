@@ -27,6 +27,10 @@ import (
 // reader's final acknowledgement and the lock session's close.
 const stepDownTimeout = 1500 * time.Millisecond
 
+// slotBusyRetry is how often a leader retries a slot another walsender
+// holds (docs/cluster.md section 8).
+const slotBusyRetry = 200 * time.Millisecond
+
 // buildClusterPipeline wires cluster mode (PROTOCOL section 8,
 // docs/cluster.md): every node follows the Redis stream and serves
 // WebSockets; the node that wins the election runs the WAL reader, which
@@ -77,6 +81,10 @@ func buildClusterPipeline(ctx context.Context, cfg *Config, set *rules.Set, veri
 		Live:          rb,
 		Logger:        log,
 		BatchWindow:   batchWindow(cfg.BatchWindow),
+		// A new leader whose START_REPLICATION finds the old leader's
+		// walsender still on the slot retries every 200 ms, not with the
+		// backoff (docs/cluster.md section 8).
+		SlotBusyRetry: slotBusyRetry,
 	}
 	// Check the reader's settings once, before any term.
 	if _, err := cdc.NewReader(readerCfg); err != nil {
