@@ -116,7 +116,11 @@ func (h *Hub) apply(prev *Position, evs []*Event) {
 		h.log.Debug().Str("position", evs[len(evs)-1].Position.String()).Msg("ignoring transaction applied already")
 		return
 	}
-	if prev != nil && h.hasPositionLocked() && *prev != h.last {
+	// A predecessor after the last position means events in between are
+	// unknown here: a discontinuity. One at or before it is continuous:
+	// this hub has every event up to its last position (a feed names a
+	// base after its store lost data that this hub had applied already).
+	if prev != nil && h.hasPositionLocked() && h.last.Less(*prev) {
 		h.log.Warn().Str("prev", prev.String()).Str("last", h.last.String()).Msg("stream discontinuity: resetting the history and resyncing every subscriber")
 		h.resetLocked(*prev)
 	}
@@ -199,6 +203,24 @@ func (h *Hub) applyLive(ev *Event) error {
 	}
 	h.fanoutLocked(ev)
 	return nil
+}
+
+// Advance moves the position to pos without an event (nothing when pos is
+// not after it): the feed vouches that no event before pos is missing here
+// (cluster: every entry below the flushed watermark is applied). A hub
+// that knew no position takes pos as its base. Subscribers are told pos;
+// WaitFor(pos) returns.
+func (h *Hub) Advance(pos Position) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || !h.last.Less(pos) {
+		return
+	}
+	if !h.hasPositionLocked() {
+		h.base, h.baseKnown = pos, true
+	}
+	h.last = pos
+	h.notifyLocked()
 }
 
 // Reset declares a discontinuity of the stream at pos: the retained events

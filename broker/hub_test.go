@@ -224,3 +224,59 @@ func TestHubApplyLiveAndClose(t *testing.T) {
 		t.Fatalf("WaitFor after Close: %v", err)
 	}
 }
+
+// A prev at or before the hub's position is continuous: the hub has every
+// event up to its position (a feed names an earlier base after its store
+// lost entries this hub had applied already). Only a prev after the
+// position is a gap.
+func TestHubApplyWithEarlierPrevIsContinuous(t *testing.T) {
+	h := broker.NewHub(broker.HubConfig{HistorySize: 16})
+	defer h.Close()
+	h.Apply(pos(50, 0), brokertest.Tx(100, "posts/create/1").Events)
+	h.Apply(pos(100, 1), brokertest.Tx(200, "posts/create/2").Events)
+	r := hubSubscribe(t, h, nil, "posts")
+	h.Apply(pos(150, 0), brokertest.Tx(300, "posts/create/3").Events) // a base before 0/C8:1
+	h.Apply(pos(300, 1), brokertest.Tx(400, "posts/create/4").Events)
+	if got := positionsOf(r.Events()); got != "[0/12C:1 0/190:1]" || r.Resyncs() != 0 {
+		t.Fatalf("got %s, %d resyncs; want both transactions and no resync", got, r.Resyncs())
+	}
+	since := pos(100, 1)
+	r2 := hubSubscribe(t, h, &since, "posts")
+	if got := positionsOf(r2.Events()); got != "[0/C8:1 0/12C:1 0/190:1]" {
+		t.Fatalf("since 0/64:1 replayed %s", got)
+	}
+}
+
+// Advance moves the position without an event: a hub without a position
+// takes it as its base (a new cluster's first position), WaitFor returns,
+// a later transaction whose prev is at or before it is continuous, and an
+// Advance backwards changes nothing.
+func TestHubAdvance(t *testing.T) {
+	h := broker.NewHub(broker.HubConfig{HistorySize: 16})
+	defer h.Close()
+	waited := make(chan error, 1)
+	go func() { waited <- h.WaitFor(hubCtx(t), pos(500, 0)) }()
+	h.Advance(pos(500, 0))
+	if err := <-waited; err != nil {
+		t.Fatalf("WaitFor(0/1F4:0) after Advance: %v", err)
+	}
+	if got := h.Position(); got != pos(500, 0) {
+		t.Fatalf("Position = %s, want 0/1F4:0", got)
+	}
+	before := pos(400, 1)
+	if _, err := h.Subscribe(hubCtx(t), brokertest.NewRecorder(), hubPats(t, "posts"), &before); !errors.Is(err, broker.ErrHistoryUnavailable) {
+		t.Fatalf("since before the first base: err = %v, want ErrHistoryUnavailable", err)
+	}
+	at := pos(500, 0)
+	r := hubSubscribe(t, h, &at, "posts")
+	h.Advance(pos(450, 0)) // backwards: ignored
+	h.Apply(pos(480, 0), brokertest.Tx(600, "posts/create/1").Events)
+	if got := positionsOf(r.Events()); got != "[0/258:1]" || r.Resyncs() != 0 {
+		t.Fatalf("got %s, %d resyncs; want 0/258:1 and no resync", got, r.Resyncs())
+	}
+	h.Advance(pos(700, 0))
+	h.Apply(pos(600, 1), brokertest.Tx(800, "posts/create/2").Events)
+	if got := positionsOf(r.Events()); got != "[0/258:1 0/320:1]" || r.Resyncs() != 0 {
+		t.Fatalf("after Advance past the last event: got %s, %d resyncs", got, r.Resyncs())
+	}
+}

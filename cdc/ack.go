@@ -25,10 +25,12 @@ func (r *Reader) startWindow(ctx context.Context, conn *pgx.Conn, created bool, 
 		r.log.Warn().Str(logSlot, r.cfg.Slot).Msg("replication slot was missing and has been recreated: changes made meanwhile are not streamed")
 	}
 	if r.cfg.Checkpoint == nil {
-		if created || !r.baseDone {
-			r.lastPublished = slotBase
-			r.baseDone = true
-		}
+		// Without a Checkpoint (cluster mode) the Publisher decides what
+		// is there already (Redis: stream ids): everything the slot
+		// streams again is appended again, since a failed session may
+		// have lost what it had appended but not acknowledged.
+		r.lastPublished = slotBase
+		r.baseDone = true
 		return nil
 	}
 	if created {

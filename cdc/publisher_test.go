@@ -247,3 +247,36 @@ func withSenderTimeout(u, timeout string) string {
 	}
 	return u + sep + "options=" + strings.ReplaceAll(url.QueryEscape(opt), "+", "%20")
 }
+
+// In cluster mode a session that ends before its appends were durable
+// leaves them to the next session: the slot streams them again and the
+// reader hands them to Append again (the Publisher, not the reader, knows
+// what Redis kept). Without this, a Redis that lost its data took the
+// unacknowledged transactions with it, silently.
+func TestReaderClusterModeAppendsAgainWhatWasNotDurable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	url := pgtest.NewDB(t)
+	conn := connect(t, ctx, url)
+	mustExec(t, ctx, conn, `CREATE TABLE items (id int PRIMARY KEY)`)
+	slot := randomName("slot_")
+	sink := newLagSink(0) // nothing durable
+	rr := startReader(t, url, sink, clusterMode(slot))
+	rr.waitReady(t, ctx)
+
+	mustExec(t, ctx, conn, `INSERT INTO items VALUES (1)`)
+	waitEvents(t, ctx, sink.recSink, 1)
+	first := sink.transactions()[0]
+	// The session fails (Redis lost the append); nothing was acknowledged.
+	sink.set(0, errors.New("redis: connection lost"))
+	waitFor(t, ctx, "a second session", func() bool { b, _ := sink.beginsAndCalls(); return len(b) == 2 })
+	waitFor(t, ctx, "the transaction appended again", func() bool {
+		txs := sink.transactions()
+		return len(txs) >= 2 && txs[len(txs)-1].CommitLSN == first.CommitLSN
+	})
+	_, calls := sink.beginsAndCalls()
+	if got := fmt.Sprint(calls); got != "[begin tx begin tx]" {
+		t.Fatalf("calls %s, want [begin tx begin tx]: the unacknowledged transaction appended again", got)
+	}
+	rr.shutdown(t)
+}

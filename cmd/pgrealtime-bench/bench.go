@@ -99,7 +99,7 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	start := time.Now()
 
 	if cfg.runs("catchup") {
-		e.logf("1/5 catch-up: %d rows in %d-row transactions", cfg.CatchupRows, cfg.CatchupTx)
+		e.logf("1/6 catch-up: %d rows in %d-row transactions", cfg.CatchupRows, cfg.CatchupTx)
 		c0 := readCPU()
 		res.Catchup, err = e.catchup(ctx)
 		res.CatchupErr = errString(err)
@@ -113,14 +113,14 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			return fmt.Errorf("start pgrealtime for the latency and fan-out measurements: %w", err)
 		}
 		if cfg.runs("latency") {
-			e.logf("2/5 live latency")
+			e.logf("2/6 live latency")
 			c0 := readCPU()
 			res.Latency, err = e.latency(ctx, srv)
 			res.LatencyErr = errString(err)
 			res.Load = append(res.Load, measureLoad("live latency", c0))
 		}
 		if cfg.runs("fanout") {
-			e.logf("3/5 fan-out to %d subscribers", cfg.FanoutSubs)
+			e.logf("3/6 fan-out to %d subscribers", cfg.FanoutSubs)
 			c0 := readCPU()
 			res.Fanout, err = e.fanout(ctx, srv)
 			res.FanoutErr = errString(err)
@@ -131,18 +131,25 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		}
 	}
 	if cfg.runs("memory") {
-		e.logf("4/5 memory per idle connection")
+		e.logf("4/6 memory per idle connection")
 		c0 := readCPU()
 		res.Memory, err = e.memory(ctx)
 		res.MemoryErr = errString(err)
 		res.Load = append(res.Load, measureLoad("memory", c0))
 	}
 	if cfg.runs("writes") {
-		e.logf("5/5 write overhead: %d writers, %s per setup, %d rounds", cfg.Writers, cfg.WriteTime, cfg.WriteRounds)
+		e.logf("5/6 write overhead: %d writers, %s per setup, %d rounds", cfg.Writers, cfg.WriteTime, cfg.WriteRounds)
 		c0 := readCPU()
 		res.Writes, err = e.writes(ctx)
 		res.WritesErr = errString(err)
 		res.Load = append(res.Load, measureLoad("write overhead", c0))
+	}
+	if cfg.runs("cluster") {
+		e.logf("6/6 cluster: %d nodes + Redis", clusterNodes)
+		c0 := readCPU()
+		res.Cluster, err = e.clusterMode(ctx)
+		res.ClusterErr = errString(err)
+		res.Load = append(res.Load, measureLoad("cluster", c0))
 	}
 	res.Elapsed = time.Since(start)
 

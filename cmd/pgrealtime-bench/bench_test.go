@@ -17,7 +17,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // summaryRows are the first cells of the summary table: one per measurement.
 var summaryRows = []string{"| 1 | catch-up", "| 1b | catch-up", "| 2a | live latency", "| 2b | live latency", "| 2c | live latency",
-	"| 3a | fan-out", "| 3b | fan-out", "| 4a | memory", "| 4b | memory", "| 5a | write overhead", "| 5b | write overhead"}
+	"| 3a | fan-out", "| 3b | fan-out", "| 4a | memory", "| 4b | memory", "| 5a | write overhead", "| 5b | write overhead",
+	"| 6a | cluster", "| 6b | cluster", "| 6c | cluster"}
 
 // TestQuickRun builds pgrealtime and the benchmark, runs `--quick` as a
 // subprocess against its own throwaway Postgres, and checks that the report

@@ -77,7 +77,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	keep := fs.Bool("keep", false, "keep the work directory (server logs)")
 	serverArgs := fs.String("server-args", "", "extra pgrealtime flags for every server start, space-separated (experiments only)")
 	idleWait := fs.Duration("idle-wait", 0, "memory: how long the idle connections sit before RSS is read (default 5s, quick 1s)")
-	only := fs.String("only", "", "comma list of measurements to run (catchup,latency,fanout,memory,writes); default all")
+	only := fs.String("only", "", "comma list of measurements to run (catchup,latency,fanout,memory,writes,cluster); default all")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: pgrealtime-bench [flags]\n       pgrealtime-bench clients --url ws://… --n N (client process, started by the benchmark)")
 		fs.PrintDefaults()
@@ -107,10 +107,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		cfg.Only = map[string]bool{}
 		for _, m := range strings.Split(*only, ",") {
 			switch m = strings.TrimSpace(m); m {
-			case "catchup", "latency", "fanout", "memory", "writes":
+			case "catchup", "latency", "fanout", "memory", "writes", "cluster":
 				cfg.Only[m] = true
 			default:
-				return config{}, fmt.Errorf("%w: --only: unknown measurement %q (catchup, latency, fanout, memory, writes)", errUsage, m)
+				return config{}, fmt.Errorf("%w: --only: unknown measurement %q (catchup, latency, fanout, memory, writes, cluster)", errUsage, m)
 			}
 		}
 	}

@@ -30,6 +30,8 @@ type results struct {
 	MemoryErr  string
 	Writes     *writesResult
 	WritesErr  string
+	Cluster    *clusterResult
+	ClusterErr string
 
 	Load []sectionLoad
 }
@@ -38,11 +40,14 @@ func (r *results) errors() []string {
 	var out []string
 	for _, e := range []struct{ name, err string }{
 		{"catch-up", r.CatchupErr}, {"latency", r.LatencyErr}, {"fan-out", r.FanoutErr},
-		{"memory", r.MemoryErr}, {"write overhead", r.WritesErr},
+		{"memory", r.MemoryErr}, {"write overhead", r.WritesErr}, {"cluster", r.ClusterErr},
 	} {
 		if e.err != "" {
 			out = append(out, e.name+": "+e.err)
 		}
+	}
+	if r.Cluster != nil {
+		out = append(out, r.Cluster.errors()...)
 	}
 	return out
 }
@@ -245,6 +250,7 @@ func (r *results) markdown() string {
 	} else {
 		w("| 5a | write overhead | %s | | | |\n| 5b | write overhead against the trigger | — | | | |\n", failed(r.WritesErr))
 	}
+	r.clusterRows(w)
 	w("\n%s\n", elsewhere)
 	r.details(&b)
 	md := b.String()
@@ -355,6 +361,7 @@ func (r *results) details(b *strings.Builder) {
 		}
 		w("\n")
 	}
+	r.clusterDetails(w)
 	if len(r.Load) > 0 {
 		w("\n## Machine load during each measurement\n\n")
 		w("Busy cores are from /proc/stat over the measurement: every process on the machine counts, the benchmark's own (Postgres, pgrealtime, client processes, writers) and anything else running at the time. Out of %d.\n\n", nprocs())

@@ -114,15 +114,11 @@ func defaultNodeID(hostname string, pid int) string {
 }
 
 // checkCluster completes the cluster settings of serve: the default
-// --node-id. A --redis-url is refused until cluster mode is wired into
-// serve.
+// --node-id.
 func checkCluster(c *Config) error {
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
 		c.NodeID = defaultNodeID(host, os.Getpid())
-	}
-	if c.RedisURL != "" {
-		return configErr(c.Source("redis-url"), "cluster mode is not wired yet: run without --redis-url (one node)")
 	}
 	return nil
 }

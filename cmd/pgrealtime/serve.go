@@ -72,6 +72,9 @@ type pipeline struct {
 	// run streams the WAL until ctx ends (nil or ctx error) or a
 	// non-retryable failure.
 	run func(ctx context.Context) error
+	// stepDown, when set (cluster mode), hands the leadership over at
+	// shutdown, before the WebSockets are closed.
+	stepDown func()
 	// shutdown closes every WebSocket with 1001.
 	shutdown func(ctx context.Context) error
 	// close releases the broker.
@@ -123,7 +126,16 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 		}
 	}
 
-	p, err := buildPipeline(cfg, set, verifier, log)
+	var p *pipeline
+	if cfg.RedisURL != "" {
+		p, err = buildClusterPipeline(ctx, cfg, set, verifier, log)
+		if err != nil && ctx.Err() != nil {
+			slog.Info().Msg("stopped while waiting for Redis")
+			return nil
+		}
+	} else {
+		p, err = buildPipeline(cfg, set, verifier, log)
+	}
 	if err != nil {
 		return err
 	}
@@ -180,6 +192,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 		slog.Error().Err(err).Msg("HTTP server failed; shutting down")
 	}
 
+	// A leader hands over first: another node takes the WAL over while
+	// this one closes its sockets.
+	if p.stepDown != nil {
+		p.stepDown()
+	}
 	// Stop accepting: closes the listener. Hijacked WebSockets are not
 	// tracked by net/http, so this returns once plain requests finish.
 	httpDone := make(chan struct{})

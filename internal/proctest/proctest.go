@@ -2,6 +2,11 @@
 // tests outside cmd/pgrealtime (the Go client's, for instance): built once
 // per test binary, started on a fixed loopback port so that it can be killed
 // and started again at the same address, and waited for by its /readyz.
+//
+// StartCluster (cluster.go) runs N such processes as one cluster (PROTOCOL
+// section 8): same database, Redis and slot, their own --node-id and port,
+// launched at once; it finds the leader from /readyz and reads
+// GET /api/cluster.
 package proctest
 
 import (
@@ -89,9 +94,8 @@ func FreeAddr(t testing.TB) string {
 // waits until /readyz answers 200. The process is killed when the test ends.
 func Start(t testing.TB, args []string, env ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, path: "/readyz", bin: Binary(t), args: args, env: env, Addr: FreeAddr(t)}
+	s := New(t, args, env...)
 	s.Restart()
-	t.Cleanup(func() { s.Kill() })
 	return s
 }
 
@@ -99,8 +103,17 @@ func Start(t testing.TB, args []string, env ...string) *Server {
 // (its Postgres is unreachable): it waits for /healthz only.
 func StartUnready(t testing.TB, args []string, env ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, path: "/healthz", bin: Binary(t), args: args, env: env, Addr: FreeAddr(t)}
+	s := New(t, args, env...)
+	s.path = "/healthz"
 	s.Restart()
+	return s
+}
+
+// New prepares a server on a free address without starting it: Launch (or
+// Restart) starts it. The process is killed when the test ends.
+func New(t testing.TB, args []string, env ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, path: "/readyz", bin: Binary(t), args: args, env: env, Addr: FreeAddr(t)}
 	t.Cleanup(func() { s.Kill() })
 	return s
 }
@@ -122,6 +135,16 @@ func (s *Server) Output() string {
 // and waits for it to be ready.
 func (s *Server) Restart() {
 	s.t.Helper()
+	s.Launch()
+	if err := s.WaitReady(60 * time.Second); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Launch starts the process (after New, Kill or Stop) at the same address
+// and returns at once; WaitReady waits for it. It does not call t.Fatal
+// from another goroutine: a failure to start is reported by WaitReady.
+func (s *Server) Launch() {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PGREALTIME_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
@@ -132,37 +155,61 @@ func (s *Server) Restart() {
 	cmd.Env = append(env, s.env...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start pgrealtime: %v", err)
-	}
 	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(out, "start pgrealtime: %v\n", err)
+		close(exited)
+	} else {
+		go func() { cmd.Wait(); close(exited) }()
+	}
 	s.mu.Lock()
 	s.cmd, s.out, s.exited = cmd, out, exited
 	s.mu.Unlock()
-	s.waitReady(exited, out)
 }
 
-func (s *Server) waitReady(exited chan struct{}, out *syncBuffer) {
-	s.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+// WaitReady waits up to timeout for the launched process to answer 200 on
+// /readyz (/healthz for StartUnready). The error carries the process's
+// output when it exited first or never became ready.
+func (s *Server) WaitReady(timeout time.Duration) error {
+	s.mu.Lock()
+	exited, out := s.exited, s.out
+	s.mu.Unlock()
+	if exited == nil {
+		return fmt.Errorf("pgrealtime %s: not launched", s.Addr)
+	}
+	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			s.t.Fatalf("pgrealtime exited before it was ready:\n%s", out.String())
+			return fmt.Errorf("pgrealtime %s exited before it was ready:\n%s", s.Addr, out.String())
 		default:
 		}
 		resp, err := client.Get("http://" + s.Addr + s.path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval, not a stand-in for a condition
 	}
-	s.t.Fatalf("pgrealtime: no 200 from %s within 60 s:\n%s", s.path, out.String())
+	return fmt.Errorf("pgrealtime %s: no 200 from %s within %s:\n%s", s.Addr, s.path, timeout, out.String())
+}
+
+// Running reports whether the process is running.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exited == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
@@ -175,7 +222,7 @@ func (s *Server) signal(sig syscall.Signal) {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
 	s.mu.Unlock()
-	if cmd == nil {
+	if cmd == nil || cmd.Process == nil {
 		return
 	}
 	select {
