@@ -41,17 +41,17 @@ default:
   read: "auth.role == 'admin'"
 `;
 
+// Why the whole file is skipped, if it is (under CI=true findRedisServer
+// throws instead).
+const skip = findRedisServer() ? false : 'redis-server not found: install redis-server (under CI=true this is a failure)';
+
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrealtime-supabasecluster-'));
 const bin = process.env.PGREALTIME_BIN ? path.resolve(process.env.PGREALTIME_BIN) : path.join(tmp, 'pgrealtime');
 const testdb = path.join(tmp, 'testdb');
 await Promise.all([
   goBuild(testdb, './browsertest/testdb'),
   process.env.PGREALTIME_BIN ? Promise.resolve() : goBuild(bin, './cmd/pgrealtime'),
-]);
-
-// Why the whole file is skipped, if it is (under CI=true findRedisServer
-// throws instead).
-const skip = findRedisServer() ? false : 'redis-server not found: install redis-server (under CI=true this is a failure)';
+]).catch((e) => { fs.rmSync(tmp, { recursive: true, force: true }); throw e; });
 
 let pg, redis, nodes = [], single;
 const clients = [], sockets = [];

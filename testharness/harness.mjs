@@ -27,8 +27,11 @@ function killOnExit(child) {
   children.add(child);
   child.once('exit', () => children.delete(child));
 }
+// tempDirs are removed then too (those of redis-server).
+const tempDirs = new Set();
 function killChildren() {
   for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+  for (const d of tempDirs) { try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ } }
 }
 process.on('exit', killChildren);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -195,6 +198,7 @@ function redisPing(port, ms) {
 export async function startRedis({ bin = findRedisServer(), ms = 30_000 } = {}) {
   if (!bin) throw new Error(redisMissing(process.env[redisServerEnv]));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrealtime-redis-'));
+  tempDirs.add(dir);
   const logFile = path.join(dir, 'redis.log');
   const tail = (n = 4000) => { try { return fs.readFileSync(logFile, 'utf8').slice(-n); } catch { return ''; } };
   // A free port can be taken by someone else before redis-server binds it:
@@ -217,6 +221,7 @@ export async function startRedis({ bin = findRedisServer(), ms = 30_000 } = {}) 
         await exited;
       }
       fs.rmSync(dir, { recursive: true, force: true });
+      tempDirs.delete(dir);
     };
     const until = Date.now() + ms;
     let last = 'not started';
