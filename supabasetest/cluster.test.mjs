@@ -5,13 +5,14 @@
 // the payloads a single node gives (a third, single-node pgrealtime on its
 // own slot is the reference).
 //
-// "Once" is proven with a sentinel: after the events under test, one more
-// event that must arrive after them (same order on every node); when it has
-// arrived, anything extra would have too.
+// "Once" is proven with a sentinel instead of a sleep: after the events
+// under test, one more event of the same source that is delivered after
+// them (events are delivered in order on every node); once it has arrived,
+// the list must hold each event under test once and nothing else.
 //
 // Skipped when redis-server is missing (a failure under CI=true).
-// Environment as
-// supabase.test.mjs: PGREALTIME_BIN, SUPABASETEST_KEEP=1, SUPABASETEST_DEBUG=1.
+// Environment as supabase.test.mjs: PGREALTIME_BIN, SUPABASETEST_KEEP=1,
+// SUPABASETEST_DEBUG=1.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
