@@ -6,7 +6,9 @@ import (
 	"testing"
 
 	"github.com/pgrealtime/pgrealtime/broker"
+	"github.com/pgrealtime/pgrealtime/internal/metrics"
 	"github.com/pgrealtime/pgrealtime/internal/redistest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestQuietStreamAdvancesToTheWatermark: a new cluster has no event yet,
@@ -52,4 +54,32 @@ func TestQuietStreamAdvancesToTheWatermark(t *testing.T) {
 		}
 		n.rec.wait(t, "the node at 0/BC0:0", func(r *recorder) bool { return r.last == broker.Position{LSN: 3008} })
 	}
+}
+
+// TestStreamLagMetric: pgrealtime_cluster_stream_lag_bytes is the WAL
+// between the stream's newest entry and the last one a node applied, and 0
+// once the node is idle with everything applied.
+func TestStreamLagMetric(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	n := startNode(t, srv, 100)
+	ctx := context.Background()
+	if err := n.b.Begin(ctx, broker.Position{LSN: 900}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.b.Append(ctx, tx(5000, 1)); err != nil {
+		t.Fatal(err)
+	}
+	n.rec.wait(t, "the transaction", func(r *recorder) bool { return len(r.events) == 1 })
+	behind := &follower{b: n.b, applied: broker.Position{LSN: 1000, Index: 1}, hasApplied: true}
+	defer behind.dropConn()
+	if err := behind.measureLag(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(metrics.ClusterStreamLag); got != 4000 {
+		t.Fatalf("lag %v bytes, want 4000 (0/1388 - 0/3E8)", got)
+	}
+	waitUntil(t, "the idle node's lag back to 0", func() (bool, string) {
+		got := testutil.ToFloat64(metrics.ClusterStreamLag)
+		return got == 0, fmt.Sprintf("lag %v", got)
+	})
 }

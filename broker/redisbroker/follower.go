@@ -49,6 +49,37 @@ type follower struct {
 	pending  []*broker.Event
 	pendPrev broker.Position
 	pendLast broker.Position
+	// lagAt is when pgrealtime_cluster_stream_lag_bytes was last measured.
+	lagAt time.Time
+}
+
+// lagEvery paces the stream lag measurement while the node is reading.
+const lagEvery = time.Second
+
+// measureLag sets pgrealtime_cluster_stream_lag_bytes: the WAL between the
+// stream's newest entry and the last one applied here.
+func (f *follower) measureLag(ctx context.Context) error {
+	c := f.conn(ctx)
+	rctx, cancel := context.WithTimeout(ctx, readGraceTime)
+	defer cancel()
+	newest, err := c.Do(rctx, c.B().Xrevrange().Key(f.b.keys.stream).End("+").Start("-").Count(1).Build()).AsXRangeSlices()
+	if err != nil {
+		return fmt.Errorf("read the stream's last entry: %w", err)
+	}
+	f.setLag(newest)
+	return nil
+}
+
+// setLag sets the lag from the stream's newest entry (none: 0).
+func (f *follower) setLag(newest []rueidis.XRangeSlice) {
+	f.lagAt = time.Now()
+	lag := uint64(0)
+	if len(newest) > 0 {
+		if last, err := parseStreamID(newest[0].ID); err == nil && f.applied.LSN < last.LSN {
+			lag = last.LSN - f.applied.LSN
+		}
+	}
+	metrics.ClusterStreamLag.Set(float64(lag))
 }
 
 // follow runs the follower loop until ctx ends: load the history, then
@@ -67,8 +98,12 @@ func (b *Broker) follow(ctx context.Context) {
 				b.beforeRead(ctx)
 			}
 			var n int
-			if n, err = f.read(ctx); err == nil && n == 0 {
+			switch n, err = f.read(ctx); {
+			case err != nil:
+			case n == 0:
 				err = f.idle(ctx)
+			case time.Since(f.lagAt) >= lagEvery:
+				err = f.measureLag(ctx)
 			}
 		}
 		if err != nil {
@@ -183,6 +218,11 @@ func (f *follower) idle(ctx context.Context) error {
 	res := c.DoMulti(rctx,
 		c.B().Get().Key(b.keys.flushed).Build(),
 		c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(1).Build())
+	newest, err := res[1].AsXRangeSlices()
+	if err != nil {
+		return fmt.Errorf("read the stream's last entry: %w", err)
+	}
+	f.setLag(newest)
 	ws, err := res[0].ToString()
 	if rueidis.IsRedisNil(err) {
 		return nil // no watermark yet: a new cluster whose leader has not begun
@@ -193,10 +233,6 @@ func (f *follower) idle(ctx context.Context) error {
 	w, err := parseWatermark(ws)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", b.keys.flushed, err)
-	}
-	newest, err := res[1].AsXRangeSlices()
-	if err != nil {
-		return fmt.Errorf("read the stream's last entry: %w", err)
 	}
 	if len(newest) > 0 {
 		last, err := parseStreamID(newest[0].ID)

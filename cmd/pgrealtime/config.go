@@ -49,12 +49,13 @@ const (
 	cmdTeardown
 	cmdHealthcheck
 	cmdToken
+	cmdClusterReset
 )
 
 var commandNames = []struct {
 	c    command
 	name string
-}{{cmdServe, "serve"}, {cmdDev, "dev"}, {cmdTeardown, "teardown"}, {cmdHealthcheck, "healthcheck"}, {cmdToken, "token"}}
+}{{cmdServe, "serve"}, {cmdDev, "dev"}, {cmdTeardown, "teardown"}, {cmdHealthcheck, "healthcheck"}, {cmdToken, "token"}, {cmdClusterReset, "cluster reset"}}
 
 func (c command) String() string {
 	var names []string
@@ -97,7 +98,7 @@ type Config struct {
 	RedisURL         string        // cluster mode (config_cluster.go)
 	NodeID           string        // cluster mode; default <host name>-<pid>
 	DataDir          string        // dev
-	Yes              bool          // teardown
+	Yes              bool          // teardown, cluster reset
 	Subject          string        // token
 	Role             string        // token
 	TTL              time.Duration // token
@@ -214,7 +215,7 @@ var options = []option{
 		}},
 	{name: "publication", def: "pgrealtime", help: "publication name (created if missing)", cmds: cmdServe | cmdDev | cmdTeardown,
 		set: identifier(maxPublicationLen, func(c *Config) *string { return &c.Publication })},
-	{name: "slot", def: "pgrealtime", help: "logical replication slot (permanent; created if missing)", cmds: cmdServe | cmdDev | cmdTeardown,
+	{name: "slot", def: "pgrealtime", help: "logical replication slot (permanent; created if missing); with --redis-url also the name of the cluster in Redis", cmds: cmdServe | cmdDev | cmdTeardown | cmdClusterReset,
 		set: identifier(63, func(c *Config) *string { return &c.Slot })},
 	{name: "notify-channel", def: "pgrealtime", help: "LISTEN channel for custom events", cmds: cmdServe | cmdDev,
 		set: nonEmpty(func(c *Config) *string { return &c.NotifyChannel })},
@@ -340,7 +341,7 @@ var options = []option{
 			}
 			return fmt.Errorf(`must be "json" or "console", got %q`, v)
 		}},
-	{name: "redis-url", help: "Redis URL (`redis://host:6379/0`, `rediss://` for TLS, `unix:///path`): joins the cluster of every node with the same Redis and --slot (PROTOCOL section 8); without it one node, history in memory", cmds: cmdServe,
+	{name: "redis-url", help: "Redis URL (`redis://host:6379/0`, `rediss://` for TLS, `unix:///path`): joins the cluster of every node with the same Redis and --slot (PROTOCOL section 8); without it one node, history in memory; required by `cluster reset`", cmds: cmdServe | cmdClusterReset,
 		set: setRedisURL},
 	{name: "node-id", docDef: "(host name-pid)", help: "this node's name in cluster mode (`/readyz`, `/api/cluster`, logs): at most 64 bytes of letters, digits and `._:-`", cmds: cmdServe,
 		set: setNodeID},
@@ -359,7 +360,7 @@ var options = []option{
 			c.TTL = d
 			return nil
 		}},
-	{name: "yes", def: "false", isBool: true, help: "really drop the slot and the publication", cmds: cmdTeardown,
+	{name: "yes", def: "false", isBool: true, help: "confirm: teardown drops the slot and the publication, cluster reset deletes the cluster's Redis keys", cmds: cmdTeardown | cmdClusterReset,
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {

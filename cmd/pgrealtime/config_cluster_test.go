@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,8 +30,6 @@ func TestClusterFlagsExit2Process(t *testing.T) {
 		{"node id from env", []string{"PGREALTIME_NODE_ID=a/b"}, nil, []string{"PGREALTIME_NODE_ID: ", `"a/b"`}},
 		{"too long node id", nil, []string{"--node-id=" + long}, []string{"--node-id: must be at most 64 bytes, got 65"}},
 		{"empty node id", nil, []string{"--node-id="}, []string{"--node-id: must not be empty"}},
-		{"valid url, not wired", nil, []string{"--redis-url=redis://127.0.0.1:6379/0", "--node-id=n1.a:b_c-d"}, []string{"--redis-url: cluster mode is not wired yet"}},
-		{"valid url from env, not wired", []string{"PGREALTIME_REDIS_URL=rediss://u:hunter2@redis.example:6380/2"}, nil, []string{"PGREALTIME_REDIS_URL: cluster mode is not wired yet"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -51,6 +50,27 @@ func TestClusterFlagsExit2Process(t *testing.T) {
 				t.Errorf("stderr leaks the password: %q", got)
 			}
 		})
+	}
+}
+
+// TestClusterUnreachableRedisProcess: a node whose Redis does not answer
+// yet keeps trying (it may start before Redis), says so without the
+// password, and stops cleanly on SIGTERM while waiting.
+func TestClusterUnreachableRedisProcess(t *testing.T) {
+	p := startProc(t, []string{"DATABASE_URL=postgres://x@127.0.0.1:1/db", "PGREALTIME_REDIS_URL=redis://u:hunter2@127.0.0.1:1/0"}, "serve", "--node-id=n1.a:b_c-d")
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(p.stderr.String(), "cannot reach Redis (--redis-url); retrying") < 2 {
+		if time.Now().After(deadline) || !p.running() {
+			t.Fatalf("no two retries logged within 20 s (running %v): %s", p.running(), p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM while waiting for Redis, want 0; stderr %s", code, p.stderr.String())
+	}
+	if got := p.stderr.String(); strings.Contains(got, "hunter2") || !strings.Contains(got, "u:xxxxx@127.0.0.1:1") {
+		t.Fatalf("the log must name the URL without its password: %s", got)
 	}
 }
 

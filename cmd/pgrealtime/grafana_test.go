@@ -122,7 +122,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	for _, want := range []string{
 		"pgrealtime_connections", "pgrealtime_events_delivered_total", "pgrealtime_slow_consumer_closes_total",
 		"pgrealtime_replication_lag_seconds", "pgrealtime_cluster_leader", "pgrealtime_redis_batch_seconds",
-		"pgrealtime_cluster_resets_total", "pgrealtime_cluster_stream_lag_events",
+		"pgrealtime_cluster_resets_total", "pgrealtime_cluster_stream_lag_bytes",
 	} {
 		if !used[want] {
 			t.Errorf("no panel shows %s", want)

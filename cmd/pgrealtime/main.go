@@ -51,6 +51,8 @@ Usage:
   pgrealtime version    print the version
   pgrealtime token      print an HS256 token signed with --jwt-secret (--sub, --role, --ttl)
   pgrealtime healthcheck  exit 0 when GET /healthz on --listen answers 200
+  pgrealtime cluster reset  delete a cluster's Redis keys (--redis-url, --slot; needs --yes;
+                            refused while one of its nodes runs)
 
 Run "pgrealtime <command> --help" for the flags of a command. Every flag
 --some-name can also be set with the environment variable PGREALTIME_SOME_NAME.
@@ -61,7 +63,7 @@ Run "pgrealtime <command> --help" for the flags of a command. Every flag
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, mainUsage)
-		return configErr("", "missing command (serve, dev, teardown, version, token, healthcheck)")
+		return configErr("", "missing command (serve, dev, teardown, version, token, healthcheck, cluster)")
 	}
 	cmd, rest := args[0], args[1:]
 	var err error
@@ -78,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runHealthcheck(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		err = runToken(ctx, rest, getenv, stdout, stderr)
+	case "cluster":
+		err = runCluster(ctx, rest, getenv, stdout, stderr)
 	case "flags-markdown": // hidden: the README flag table
 		_, err = io.WriteString(stdout, flagsMarkdown())
 	case "help", "-h", "--help", "-help":
@@ -85,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	default:
 		fmt.Fprint(stderr, mainUsage)
-		return configErr("", "unknown command %q (serve, dev, teardown, version, token, healthcheck)", cmd)
+		return configErr("", "unknown command %q (serve, dev, teardown, version, token, healthcheck, cluster)", cmd)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return nil

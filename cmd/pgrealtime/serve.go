@@ -129,6 +129,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger, opt serveOption
 	var p *pipeline
 	if cfg.RedisURL != "" {
 		p, err = buildClusterPipeline(ctx, cfg, set, verifier, log)
+		if err != nil && ctx.Err() != nil {
+			slog.Info().Msg("stopped while waiting for Redis")
+			return nil
+		}
 	} else {
 		p, err = buildPipeline(cfg, set, verifier, log)
 	}

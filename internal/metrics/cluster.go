@@ -15,7 +15,7 @@ var (
 	// ClusterLeaderChanges: times this node became the leader.
 	ClusterLeaderChanges = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "cluster_leader_changes_total", Help: "Times this node became the leader; summed over the nodes, the cluster's leader changes."})
 	// ClusterStreamLag: how far this node's fan-out is behind the stream.
-	ClusterStreamLag = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_stream_lag_events", Help: "Events appended to the Redis stream that this node has not yet applied (fanned out to its subscribers)."})
+	ClusterStreamLag = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_stream_lag_bytes", Help: "WAL bytes between the newest entry of the Redis stream and the last one this node applied (fanned out to its subscribers), read about every second; 0 when it has applied everything."})
 )
 
 var leaderState struct {

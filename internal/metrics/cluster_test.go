@@ -52,7 +52,7 @@ func TestClusterMetricsRegistered(t *testing.T) {
 	for _, mf := range mfs {
 		have[mf.GetName()] = true
 	}
-	for _, n := range []string{"pgrealtime_cluster_leader", "pgrealtime_cluster_nodes", "pgrealtime_cluster_leader_changes_total", "pgrealtime_cluster_stream_lag_events"} {
+	for _, n := range []string{"pgrealtime_cluster_leader", "pgrealtime_cluster_nodes", "pgrealtime_cluster_leader_changes_total", "pgrealtime_cluster_stream_lag_bytes"} {
 		if !have[n] {
 			t.Errorf("%s is not registered", n)
 		}
