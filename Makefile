@@ -55,8 +55,9 @@ test-js: deps build
 		PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test --test-concurrency=1 test/
 
 # The unmodified @supabase/supabase-js (Node with ws, and headless Chromium)
-# against /realtime/v1/websocket, the real binary and a throwaway Postgres.
-# See supabasetest/.
+# against /realtime/v1/websocket, the real binary and a throwaway Postgres;
+# cluster.test.mjs also against two nodes on a throwaway redis-server (with
+# CI=true a missing redis-server fails). See supabasetest/.
 test-supabase: deps build
 	cd supabasetest && npm ci --no-audit --no-fund && PGREALTIME_BIN=$(CURDIR)/bin/pgrealtime node --test
 

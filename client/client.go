@@ -146,20 +146,46 @@ func (c *Client) Subscribe(ctx context.Context, topics []string, since string) (
 			sub.stop()
 			return nil, err
 		}
+		// Registered before the request: with since, the replay follows
+		// the server's reply and is routed by the connection's reader,
+		// which hands events only to registered subscriptions. Counted as
+		// replaying from before that, so that no live event moves the new
+		// subscription's position past the replay.
+		if since != "" {
+			c.replaying.Add(1)
+		}
+		c.mu.Lock()
+		c.subs = append(c.subs, sub)
+		c.mu.Unlock()
 		err = c.subscribeOn(ctx, sess, []*Subscription{sub}, since)
+		if since != "" {
+			c.replaying.Add(-1)
+		}
+		if err == nil {
+			return sub, nil
+		}
+		c.forget(sub)
 		var e *Error
 		if errors.As(err, &e) || ctx.Err() != nil {
 			sub.stop()
 			return nil, err
 		}
-		if err == nil {
-			c.mu.Lock()
-			c.subs = append(c.subs, sub)
-			c.mu.Unlock()
-			return sub, nil
-		}
 		// The connection dropped meanwhile: try again on the next one.
 	}
+}
+
+// forget removes sub from the registered subscriptions.
+func (c *Client) forget(sub *Subscription) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.subs[:0]
+	for _, s := range c.subs {
+		if s != sub {
+			kept = append(kept, s)
+		}
+	}
+	clear(c.subs[len(kept):])
+	c.subs = kept
 }
 
 // notStartedError: the server refused a subscribe without since because its

@@ -3,8 +3,11 @@ package clustertest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestClusterSteadyAndView: under the steady load every client gets every
@@ -18,7 +21,44 @@ func TestClusterSteadyAndView(t *testing.T) {
 	leader := e.c.Leader(ctx, 10*time.Second)
 	checkView(ctx, t, e, leader)
 	l.waitCaughtUp(ctx, l.w.next()+writeRate) // another second of rows
+	e.waitAcknowledged(ctx, l.chk.position(writeRate), 10*time.Second)
 	l.finish(ctx, false)
+}
+
+// waitAcknowledged waits until the slot's confirmed_flush_lsn has passed
+// the event at pos, under the running load: the leader acknowledges what
+// Redis accepted (PROTOCOL 8), else the slot holds WAL without bound.
+func (e *env) waitAcknowledged(ctx context.Context, pos string, timeout time.Duration) {
+	e.t.Helper()
+	lsn, _, _ := strings.Cut(pos, ":")
+	conn, err := pgx.Connect(ctx, e.db)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		var done bool
+		var confirmed string
+		err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, confirmed_flush_lsn > $1::pg_lsn FROM pg_replication_slots WHERE database = current_database()`, lsn).Scan(&confirmed, &done)
+		if err != nil {
+			e.t.Fatalf("read the slot: %v", err)
+		}
+		if done {
+			e.t.Logf("the slot acknowledged the event at %s %s after it reached every client", pos, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Errorf("the slot's confirmed_flush_lsn is still %s, %s after the event at %s reached every client under a steady %d rows/s: the leader does not acknowledge what Redis accepted, and the slot holds back WAL", confirmed, timeout, pos, writeRate)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			e.t.Fatal(ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // checkView waits (the registry writes every second) until every node's
