@@ -16,7 +16,7 @@ import (
 // waits for an answer before it takes Redis for unreachable (a stalled
 // server or a partition: the connection does not fail by itself).
 const (
-	readCount     = 1000
+	readCount     = 4096
 	readBlock     = time.Second
 	readGraceTime = 3 * time.Second
 )
