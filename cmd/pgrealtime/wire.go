@@ -37,8 +37,20 @@ func buildPipeline(cfg *Config, set *rules.Set, verifier *auth.Verifier, log zer
 		b.Close()
 		return nil, fmt.Errorf("wal reader: %w", err)
 	}
-	s, err := wsapi.New(wsapi.Config{
-		Broker:           b,
+	sc := serverConfig(cfg, set, verifier, log)
+	sc.Broker, sc.Ready = b, r.Ready
+	s, err := wsapi.New(sc)
+	if err != nil {
+		b.Close()
+		return nil, configErr("", "%v", err)
+	}
+	return &pipeline{handler: s.Handler(), run: r.Run, shutdown: s.Shutdown, close: b.Close, connections: s.Connections}, nil
+}
+
+// serverConfig is the WebSocket server's configuration from cfg, common to
+// one node and cluster mode (which add the broker, readiness and cluster).
+func serverConfig(cfg *Config, set *rules.Set, verifier *auth.Verifier, log zerolog.Logger) wsapi.Config {
+	return wsapi.Config{
 		Verifier:         verifier,
 		Rules:            set,
 		AdminRole:        cfg.AdminRole,
@@ -48,15 +60,9 @@ func buildPipeline(cfg *Config, set *rules.Set, verifier *auth.Verifier, log zer
 		MaxMessageBytes:  cfg.MaxMessageBytes,
 		SendQueue:        cfg.SendQueue,
 		AllowedOrigins:   cfg.AllowedOrigins,
-		Ready:            r.Ready,
 		Inspector:        inspector.Handler(),
 		Logger:           log,
-	})
-	if err != nil {
-		b.Close()
-		return nil, configErr("", "%v", err)
 	}
-	return &pipeline{handler: s.Handler(), run: r.Run, shutdown: s.Shutdown, close: b.Close, connections: s.Connections}, nil
 }
 
 func teardown(ctx context.Context, cfg *Config) error {

@@ -19,7 +19,6 @@ import (
 	"github.com/pgrealtime/pgrealtime/internal/metrics"
 	"github.com/pgrealtime/pgrealtime/wsapi"
 	"github.com/pgrealtime/pgrealtime/wsapi/auth"
-	"github.com/pgrealtime/pgrealtime/wsapi/inspector"
 	"github.com/pgrealtime/pgrealtime/wsapi/rules"
 )
 
@@ -98,22 +97,10 @@ func buildClusterPipeline(ctx context.Context, cfg *Config, set *rules.Set, veri
 		}
 		return true, ""
 	}
-	s, err = wsapi.New(wsapi.Config{
-		Broker:           rb,
-		Verifier:         verifier,
-		Rules:            set,
-		AdminRole:        cfg.AdminRole,
-		MaxConnections:   cfg.MaxConnections,
-		MaxSubscriptions: cfg.MaxSubscriptions,
-		SubscribeRate:    cfg.SubscribeRate,
-		MaxMessageBytes:  cfg.MaxMessageBytes,
-		SendQueue:        cfg.SendQueue,
-		AllowedOrigins:   cfg.AllowedOrigins,
-		Ready:            ready,
-		Cluster:          clusterInfo{registry: reg, nodeID: cfg.NodeID, leading: leading.Load},
-		Inspector:        inspector.Handler(),
-		Logger:           log,
-	})
+	sc := serverConfig(cfg, set, verifier, log)
+	sc.Broker, sc.Ready = rb, ready
+	sc.Cluster = clusterInfo{registry: reg, nodeID: cfg.NodeID, leading: leading.Load}
+	s, err = wsapi.New(sc)
 	if err != nil {
 		rb.Close()
 		client.Close()
