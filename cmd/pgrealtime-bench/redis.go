@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgrealtime/pgrealtime/internal/pgcluster"
+	"github.com/pgrealtime/pgrealtime/internal/redisproc"
 )
 
 // redisAppendFsync is the AOF policy of the benchmark's Redis: the AOF is
@@ -29,26 +28,12 @@ type redisServer struct {
 	done chan struct{}
 }
 
-// findRedis finds redis-server on PATH or in the usual directories.
-func findRedis() (string, error) {
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/bin", "/usr/local/bin", "/usr/sbin"} {
-		p := filepath.Join(d, "redis-server")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("redis-server not found (the cluster measurements need it): install it with `apt-get install -y redis-server` or put it on PATH")
-}
-
 // startRedis starts redis-server on a free loopback port with its files
 // under work, and waits until it answers PING.
 func startRedis(work string) (*redisServer, error) {
-	bin, err := findRedis()
+	bin, err := redisproc.Find()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (the cluster measurements need it): install it with `apt-get install -y redis-server` or put it on PATH", err)
 	}
 	port, err := pgcluster.FreePort()
 	if err != nil {
@@ -67,7 +52,7 @@ func startRedis(work string) (*redisServer, error) {
 	go func() { _ = r.cmd.Wait(); close(r.done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := redisPing(r.addr())
+		err := redisproc.Ping(r.addr(), time.Second)
 		if err == nil {
 			return r, nil
 		}
@@ -106,26 +91,4 @@ func (r *redisServer) logTail() string {
 		b = b[len(b)-1500:]
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// redisPing sends PING and expects +PONG (a loading server answers
-// -LOADING).
-func redisPing(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
-	}
-	return nil
 }

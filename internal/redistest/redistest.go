@@ -20,7 +20,6 @@
 package redistest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgrealtime/pgrealtime/internal/redisproc"
 )
 
 // EnvServer names the variable that points the helper at a redis-server
@@ -145,14 +146,8 @@ func FindServer(bin string) (string, error) {
 		}
 		return bin, nil
 	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
+	if p, err := redisproc.Find(); err == nil {
 		return p, nil
-	}
-	for _, d := range []string{"/usr/bin", "/usr/local/bin", "/usr/sbin"} {
-		p := filepath.Join(d, "redis-server")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p, nil
-		}
 	}
 	return "", ErrNoServer
 }
@@ -207,7 +202,7 @@ func (s *Server) launch() error {
 			return fmt.Errorf("redis-server exited at start: %s", s.logTail())
 		default:
 		}
-		if err := ping(s.Addr(), 200*time.Millisecond); err == nil {
+		if err := redisproc.Ping(s.Addr(), 200*time.Millisecond); err == nil {
 			return nil
 		} else if time.Now().After(deadline) {
 			s.kill()
@@ -219,28 +214,6 @@ func (s *Server) launch() error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-}
-
-// ping dials addr and expects +PONG (a server still loading its files
-// answers -LOADING).
-func ping(addr string, timeout time.Duration) error {
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
-	}
-	return nil
 }
 
 // Running reports whether the server process is running (a paused one
