@@ -21,7 +21,9 @@
 //     per second per collection; it never affects other deliveries.
 //
 // Cost: Prepare runs once per event and evaluates the rules that do not
-// reference `auth`; Allow then only reads that result. A rule that
+// reference `auth`; Allow then only reads that result. A rule on neither
+// `auth` nor the event (`true`) is evaluated once per collection, and the
+// row is converted to CEL values only for a rule that references `record`. A rule that
 // references `auth` but not `record`/`action` is evaluated once per identity
 // (at subscribe time or on first use) and cached on the Identity. Only rules
 // that reference both `auth` and the event are evaluated per subscriber,
@@ -116,6 +118,7 @@ type rule struct {
 	partial        cel.Program
 	usesAuth       bool
 	usesEvent      bool // references record or action
+	usesRecord     bool // references record (Prepare builds it only then)
 	usesCollection bool
 }
 
@@ -131,6 +134,10 @@ type binding struct {
 	// kept is false for a throw-away binding of an unlisted collection
 	// (never used as a cache key).
 	kept bool
+	// static is the state of every event of the collection when its rule
+	// references neither auth nor the event (`true`, a test of
+	// `collection`): evaluated once, shared by all its events.
+	static atomic.Pointer[eventState]
 }
 
 // memoKey is the per-identity cache key of b's rule verdict: the rule itself
@@ -258,7 +265,9 @@ func (s *Set) compileRule(src, where string) (*rule, error) {
 		switch info.Name {
 		case varAuth:
 			r.usesAuth = true
-		case varRecord, varAction:
+		case varRecord:
+			r.usesEvent, r.usesRecord = true, true
+		case varAction:
 			r.usesEvent = true
 		case varCollection:
 			r.usesCollection = true
@@ -516,19 +525,23 @@ func (s *Set) Prepare(ev *broker.Event) bool {
 	return true
 }
 
-// newState builds the rule state of ev from its full (not yet trimmed) row.
+// newState builds the rule state of ev from its full (not yet trimmed) row:
+// the row as a CEL map only for a rule that references record, and no new
+// state at all for a rule whose verdict cannot depend on the event or the
+// identity (staticState).
 func (s *Set) newState(ev *broker.Event, b *binding) *eventState {
-	st := &eventState{set: s, b: b}
 	r := b.rule
+	if r != nil && !r.usesAuth && !r.usesEvent {
+		return s.staticState(b)
+	}
+	st := &eventState{set: s, b: b}
 	if r == nil || (r.usesAuth && !r.usesEvent) {
 		return st
 	}
-	st.record = recordValue(ev)
-	action := ev.Action
-	if ev.Kind == broker.KindCustom {
-		action = ActionCustom
+	if r.usesRecord {
+		st.record = recordValue(ev)
 	}
-	st.action = types.String(action)
+	st.action = actionValue(ev)
 	if !r.usesAuth {
 		a := getActivation()
 		a.record, a.action, a.coll = st.record, st.action, b.coll
@@ -536,6 +549,47 @@ func (s *Set) newState(ev *broker.Event, b *binding) *eventState {
 		out, _, err := r.prog.Eval(a)
 		putActivation(a)
 		st.verdict, st.err = toVerdict(out, err)
+	}
+	return st
+}
+
+// actionValues are the CEL `action` of the usual events, made once.
+var actionValues = map[string]ref.Val{}
+
+func init() {
+	for _, a := range []string{broker.ActionCreate, broker.ActionUpdate, broker.ActionDelete, broker.ActionTruncate, ActionCustom} {
+		actionValues[a] = types.String(a)
+	}
+}
+
+// actionValue is the CEL `action` of ev ("custom" for custom events).
+func actionValue(ev *broker.Event) ref.Val {
+	action := ev.Action
+	if ev.Kind == broker.KindCustom {
+		action = ActionCustom
+	}
+	if v, ok := actionValues[action]; ok {
+		return v
+	}
+	return types.String(action)
+}
+
+// staticState is the shared state of b's events when b's rule references
+// neither auth nor the event: evaluated on first use and kept on the
+// binding (a throw-away binding keeps it for its one event).
+func (s *Set) staticState(b *binding) *eventState {
+	if st := b.static.Load(); st != nil {
+		return st
+	}
+	a := getActivation()
+	a.coll = b.coll
+	s.evals.Add(1)
+	out, _, err := b.rule.prog.Eval(a)
+	putActivation(a)
+	st := &eventState{set: s, b: b}
+	st.verdict, st.err = toVerdict(out, err)
+	if !b.static.CompareAndSwap(nil, st) {
+		return b.static.Load()
 	}
 	return st
 }
