@@ -71,6 +71,23 @@ type catchupRun struct {
 	FirstSeconds  float64 `json:"first_seconds"`
 	SubscriberErr string  `json:"subscriber_error,omitempty"`
 	ServerCPU     float64 `json:"server_cpu_s"`
+	// NodeCPU (cluster) is each node's CPU seconds, the leader's first;
+	// RedisCPU is Redis's over the catch-up.
+	NodeCPU  []float64 `json:"node_cpu_s,omitempty"`
+	RedisCPU float64   `json:"redis_cpu_s,omitempty"`
+	// MachineCPU is the busy CPU seconds of the whole machine (/proc/stat)
+	// from the start to the last row: every process, the benchmark's
+	// Postgres and client included.
+	MachineCPU float64 `json:"machine_cpu_s"`
+}
+
+// machineCPU is the busy CPU seconds of the whole machine since start.
+func machineCPU(start cpuSample) float64 {
+	end := readCPU()
+	if dt := end.total - start.total; dt > 0 {
+		return float64(end.busy-start.busy) / float64(dt) * float64(nprocs()) * end.at.Sub(start.at).Seconds()
+	}
+	return 0
 }
 
 // catchup measures how fast pgrealtime drains a backlog compared with
@@ -223,6 +240,7 @@ func (e *benchEnv) writeBacklog(ctx context.Context, r *catchupResult) (endLSN s
 // subscriber is dropped. It returns the server, still running.
 func (e *benchEnv) catchupServer(ctx context.Context, run *catchupRun, since string, lastID int64) (*server, error) {
 	cfg := e.cfg
+	c0 := readCPU()
 	srv, err := startServer(e.srv, run.Flags...)
 	if err != nil {
 		return nil, err
@@ -250,6 +268,7 @@ func (e *benchEnv) catchupServer(ctx context.Context, run *catchupRun, since str
 		close(serverDone)
 	}()
 	subDone, subErr := e.catchupSubscriber(cctx, srv, run, since, lastID)
+	run.MachineCPU = machineCPU(c0)
 	if subErr != nil {
 		run.SubscriberErr = subErr.Error()
 		e.logf("   catch-up subscriber: %v", subErr)
@@ -269,8 +288,8 @@ func (e *benchEnv) catchupServer(ctx context.Context, run *catchupRun, since str
 		return srv, fmt.Errorf("pgrealtime did not publish the backlog within %s (subscriber: %v): %s", deadline, subErr, srv.logTail())
 	}
 	run.Rate = float64(cfg.CatchupRows) / run.Seconds
-	e.logf("   pgrealtime (%s): %.2f s, %.0f rows/s; server published the first rows at %.2f s, all at %.2f s; subscriber got %d rows",
-		run.Label, run.Seconds, run.Rate, run.FirstSeconds, run.ServerSeconds, run.Received)
+	e.logf("   pgrealtime (%s): %.2f s, %.0f rows/s; server published the first rows at %.2f s, all at %.2f s; subscriber got %d rows; CPU: pgrealtime %.2f s, machine %.2f s",
+		run.Label, run.Seconds, run.Rate, run.FirstSeconds, run.ServerSeconds, run.Received, run.ServerCPU, run.MachineCPU)
 	return srv, nil
 }
 

@@ -214,6 +214,8 @@ func (e *benchEnv) clusterCatchup(ctx context.Context, c *benchCluster) (*catchu
 		return nil, err
 	}
 	run := &catchupRun{Label: "2 nodes + Redis", Flags: c.flags}
+	redis0, _ := cpuTime(c.redis.cmd.Process.Pid)
+	c0 := readCPU()
 	start := time.Now()
 	if err := c.start(ctx); err != nil {
 		return nil, err
@@ -228,12 +230,53 @@ func (e *benchEnv) clusterCatchup(ctx context.Context, c *benchCluster) (*catchu
 	cctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	fol := c.nodes[1-lead]
+	appended := e.watchAppended(cctx, c.nodes[lead], start)
 	done, err := e.catchupSubscriber(cctx, fol, run, since, lastID)
 	if err != nil {
 		return run, fmt.Errorf("subscriber on the follower: %w: %s", err, fol.logTail())
 	}
 	run.Seconds = done.Sub(start).Seconds()
 	run.Rate = float64(e.cfg.CatchupRows) / run.Seconds
-	e.logf("   2 nodes + Redis: %.2f s from the nodes' start to the last row at the follower's subscriber, %.0f rows/s", run.Seconds, run.Rate)
+	run.MachineCPU = machineCPU(c0)
+	for _, s := range []*server{c.nodes[lead], fol} {
+		cpu, _ := cpuTime(s.Pid())
+		run.NodeCPU = append(run.NodeCPU, cpu.Seconds())
+	}
+	if redis1, err := cpuTime(c.redis.cmd.Process.Pid); err == nil {
+		run.RedisCPU = (redis1 - redis0).Seconds()
+	}
+	cancel()
+	if a := <-appended; a.all > 0 {
+		run.FirstSeconds, run.ServerSeconds = a.first.Seconds(), a.all.Seconds()
+	}
+	e.logf("   2 nodes + Redis: %.2f s from the nodes' start to the last row at the follower's subscriber, %.0f rows/s; the leader appended the first rows to Redis at %.2f s, all at %.2f s; CPU: leader %.2f s, follower %.2f s, Redis %.2f s, machine %.2f s",
+		run.Seconds, run.Rate, run.FirstSeconds, run.ServerSeconds, run.NodeCPU[0], run.NodeCPU[1], run.RedisCPU, run.MachineCPU)
 	return run, nil
+}
+
+// appendTimes is when, after the nodes' start, the leader had appended its
+// first and all catch-up rows to Redis (0: not seen).
+type appendTimes struct{ first, all time.Duration }
+
+// watchAppended polls the leader's pgrealtime_redis_appended_events_total
+// (every 20 ms, as the single node's count of WAL events) until it reaches
+// the backlog or ctx ends; the channel gets the times then.
+func (e *benchEnv) watchAppended(ctx context.Context, lead *server, start time.Time) <-chan appendTimes {
+	out := make(chan appendTimes, 1)
+	go func() {
+		var t appendTimes
+		defer func() { out <- t }()
+		for ctx.Err() == nil && !lead.exited() {
+			n, ok := lead.metric(ctx, `pgrealtime_redis_appended_events_total`)
+			if ok && n > 0 && t.first == 0 {
+				t.first = time.Since(start)
+			}
+			if ok && n >= float64(e.cfg.CatchupRows) {
+				t.all = time.Since(start)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return out
 }

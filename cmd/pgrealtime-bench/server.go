@@ -79,11 +79,12 @@ func startServer(o serverOptions, extra ...string) (*server, error) {
 
 // cleanEnv is the environment without PGREALTIME_* and DATABASE_URL, so
 // that only the flags given here configure the server. PGREALTIME_PPROF_ADDR
-// is kept: a server built with -tags pprof serves profiles there.
+// and PGREALTIME_CPUPROFILE_* are kept: a server built with -tags pprof
+// serves or writes profiles as they say (cmd/pgrealtime/pprof.go).
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PGREALTIME_PPROF_ADDR=") {
+		if strings.HasPrefix(kv, "PGREALTIME_PPROF_ADDR=") || strings.HasPrefix(kv, "PGREALTIME_CPUPROFILE_") {
 			env = append(env, kv)
 			continue
 		}
