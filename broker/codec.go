@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -204,12 +205,72 @@ func DecodeBinaryString(s string, pos Position) (*Event, int, error) {
 	return ev, txLen, nil
 }
 
+// BinaryDecoder decodes many payloads the way DecodeBinaryString does one,
+// sharing allocations among their events: the events come from one array
+// per Reserve, their rows from shared blocks (each row capped to its own
+// columns), and an event whose column types are byte for byte those of the
+// event decoded before it shares that event's ColumnTypes slice. A decoded
+// event keeps its whole array and block alive. The Redis follower decodes
+// each stream entry's events with one. The zero value is ready to use; it
+// is not safe for concurrent use.
+type BinaryDecoder struct {
+	events    []Event  // reserved, not handed out yet
+	cols      []Column // row block, not handed out yet
+	typesRaw  string   // encoded column types of the last event
+	lastTypes []ColumnType
+}
+
+// rowBlock is how many columns a row block holds (more for a larger row).
+const rowBlock = 256
+
+// Reserve makes room for n more events in one allocation.
+func (bd *BinaryDecoder) Reserve(n int) {
+	if n > len(bd.events) {
+		bd.events = make([]Event, n)
+	}
+}
+
+// Decode is DecodeBinaryString with bd's shared allocations.
+func (bd *BinaryDecoder) Decode(s string, pos Position) (*Event, int, error) {
+	d := binDecoder{s: s, bd: bd}
+	ev, txLen := d.event()
+	if d.err == nil && d.i != len(d.s) {
+		d.fail("%d trailing bytes", len(d.s)-d.i)
+	}
+	if d.err != nil {
+		return nil, 0, d.err
+	}
+	ev.Position = pos
+	return ev, txLen, nil
+}
+
+// newEvent hands out the next reserved event (a fresh one when none is).
+func (bd *BinaryDecoder) newEvent() *Event {
+	if len(bd.events) == 0 {
+		return new(Event)
+	}
+	ev := &bd.events[0]
+	bd.events = bd.events[1:]
+	return ev
+}
+
+// row hands out a row of n columns from the current block.
+func (bd *BinaryDecoder) row(n int) Row {
+	if n > len(bd.cols) {
+		bd.cols = make([]Column, max(rowBlock, n))
+	}
+	r := bd.cols[:n:n]
+	bd.cols = bd.cols[n:]
+	return Row(r)
+}
+
 // binDecoder reads a payload; the first error sticks and every later read
-// returns zero values.
+// returns zero values. bd, when set, shares allocations across payloads.
 type binDecoder struct {
 	s   string
 	i   int
 	err error
+	bd  *BinaryDecoder
 }
 
 func (d *binDecoder) fail(format string, args ...any) {
@@ -223,7 +284,13 @@ func (d *binDecoder) event() (*Event, int) {
 		d.fail("unknown format %d (this node reads format %d)", f, CodecFormat)
 	}
 	txLen := d.count(math.MaxUint32, "transaction length")
-	ev := &Event{Kind: Kind(d.byte())}
+	var ev *Event
+	if d.bd != nil {
+		ev = d.bd.newEvent()
+	} else {
+		ev = new(Event)
+	}
+	ev.Kind = Kind(d.byte())
 	if d.err == nil && ev.Kind != KindRecord && ev.Kind != KindCustom {
 		d.fail("unknown kind %d", ev.Kind)
 	}
@@ -236,20 +303,7 @@ func (d *binDecoder) event() (*Event, int) {
 			ev.UnchangedColumns[i] = d.str()
 		}
 	}
-	if n := d.sized(1, "column types"); n > 0 {
-		ev.ColumnTypes = make([]ColumnType, n-1)
-		for i := range ev.ColumnTypes {
-			c := &ev.ColumnTypes[i]
-			c.Name, c.Type = d.str(), d.str()
-			switch k := d.byte(); k {
-			case 0:
-			case 1:
-				c.Key = true
-			default:
-				d.fail("column type key flag %d", k)
-			}
-		}
-	}
+	ev.ColumnTypes = d.columnTypes()
 	if n := d.sized(1, "data length"); n > 0 {
 		ev.Data = d.raw(n - 1)
 	}
@@ -260,6 +314,38 @@ func (d *binDecoder) event() (*Event, int) {
 	}
 	ev.Timestamp = time.Unix(sec, int64(nsec)).UTC()
 	return ev, txLen
+}
+
+// columnTypes reads the column types. With a BinaryDecoder, types
+// encoded exactly as the last event's are that event's slice: the encoding
+// is self-delimiting, so the same bytes decode to the same types.
+func (d *binDecoder) columnTypes() []ColumnType {
+	bd := d.bd
+	if bd != nil && bd.lastTypes != nil && d.err == nil && strings.HasPrefix(d.s[d.i:], bd.typesRaw) {
+		d.i += len(bd.typesRaw)
+		return bd.lastTypes
+	}
+	at := d.i
+	n := d.sized(1, "column types")
+	if n == 0 {
+		return nil
+	}
+	types := make([]ColumnType, n-1)
+	for i := range types {
+		c := &types[i]
+		c.Name, c.Type = d.str(), d.str()
+		switch k := d.byte(); k {
+		case 0:
+		case 1:
+			c.Key = true
+		default:
+			d.fail("column type key flag %d", k)
+		}
+	}
+	if bd != nil && d.err == nil {
+		bd.typesRaw, bd.lastTypes = d.s[at:d.i], types
+	}
+	return types
 }
 
 func (d *binDecoder) byte() byte {
@@ -352,7 +438,12 @@ func (d *binDecoder) row() Row {
 	if n == 0 || d.err != nil {
 		return nil
 	}
-	r := make(Row, n-1)
+	var r Row
+	if d.bd != nil {
+		r = d.bd.row(n - 1)
+	} else {
+		r = make(Row, n-1)
+	}
 	for i := range r {
 		r[i].Name = d.str()
 		r[i].Value = d.value(0)

@@ -96,6 +96,48 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestBinaryDecoderSharesAllocations: a BinaryDecoder decodes every corpus
+// event exactly as DecodeBinaryString does, while consecutive events with
+// the same column types share one slice and each row is capped, so that
+// growing one event's row never writes into another's.
+func TestBinaryDecoderSharesAllocations(t *testing.T) {
+	var bd BinaryDecoder
+	evs := codecEvents()
+	bd.Reserve(len(evs) / 2) // the rest come one by one
+	var got []*Event
+	for i, ev := range evs {
+		b, err := AppendBinary(nil, ev, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		want, _, err := DecodeBinaryString(s, ev.Position)
+		if err != nil {
+			t.Fatal(err)
+		}
+		have, txLen, err := bd.Decode(s, ev.Position)
+		if err != nil || txLen != i {
+			t.Fatalf("event %d: %v, txLen %d", i, err, txLen)
+		}
+		if !reflect.DeepEqual(have, want) {
+			t.Fatalf("event %d: BinaryDecoder gives\n%+v\nDecodeBinaryString\n%+v", i, have, want)
+		}
+		got = append(got, have)
+	}
+	if &got[1].ColumnTypes[0] != &got[0].ColumnTypes[0] {
+		t.Error("consecutive events with the same column types do not share them")
+	}
+	want0, _ := got[0].Encode()
+	got[1].Record = append(got[1].Record, Column{"extra", int64(1)})
+	got[1].Record[0].Value = int64(-1)
+	if have0, _ := got[0].Encode(); !bytes.Equal(have0, want0) || cap(got[0].Record) != len(got[0].Record) {
+		t.Fatalf("changing event 1's row changed event 0: %s, was %s", have0, want0)
+	}
+	if _, _, err := bd.Decode("\x01garbage", Position{}); !errors.Is(err, ErrBadBinary) {
+		t.Fatalf("garbage: %v", err)
+	}
+}
+
 // TestCodecKeepsValueTypes checks the dynamic type of each value, which
 // rules and filters branch on (int and int32 are widened to int64).
 func TestCodecKeepsValueTypes(t *testing.T) {

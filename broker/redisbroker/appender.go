@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,7 +40,8 @@ type appender struct {
 // txItem is one transaction's encoded entries.
 type txItem struct {
 	commit   uint64
-	ids      []broker.Position
+	ids      []broker.Position // each entry's id: its last event's position
+	counts   []int             // each entry's events
 	payloads [][]byte
 	size     int
 }
@@ -70,6 +72,7 @@ type session struct {
 	prev    broker.Position // p of the next entry
 	waitAOF bool
 	recent  []batchCount // batches sent within the trim grace
+	kept    keptEntries  // the newest entries' event counts, for XTRIM
 }
 
 func (a *appender) start(s *session) {
@@ -176,10 +179,12 @@ func (b *Broker) Append(ctx context.Context, tx *broker.Tx) error {
 	return nil
 }
 
-// encodeTx encodes tx's events after skip. An entry's transaction length
-// is the index of the transaction's last encodable event (an event the
-// codec refuses is logged and dropped, as broker.Memory drops an event it
-// cannot encode), so every leader computes the same entries.
+// encodeTx encodes tx's events after skip into stream entries (entry.go).
+// An event's transaction length is the index of the transaction's last
+// encodable event (an event the codec refuses is logged and dropped, as
+// broker.Memory drops an event it cannot encode), so every leader computes
+// the same events; how they are grouped into entries does not matter to
+// the readers.
 func (b *Broker) encodeTx(tx *broker.Tx, skip broker.Position) (*txItem, error) {
 	if len(tx.Events) == 0 {
 		return nil, nil
@@ -199,49 +204,38 @@ func (b *Broker) encodeTx(tx *broker.Tx, skip broker.Position) (*txItem, error) 
 		return nil, nil
 	}
 	txLen := tx.Events[len(tx.Events)-1].Position.Index
-	item := &txItem{commit: tx.CommitLSN, ids: make([]broker.Position, 0, len(evs)), payloads: make([][]byte, 0, len(evs))}
-	// The payloads share one buffer, sized from the first event (one
-	// allocation per transaction, not a growing one per event).
-	var buf []byte
-	ends := make([]int, 0, len(evs))
+	eb := builders.Get().(*entryBuilder)
+	defer builders.Put(eb)
 	for attempt := 0; attempt < 2; attempt++ {
-		item.ids, item.payloads, ends = item.ids[:0], item.payloads[:0], ends[:0]
-		buf = buf[:0]
+		eb.reset()
+		var lastOK broker.Position
 		for _, ev := range evs {
-			start := len(buf)
-			nb, err := broker.AppendBinary(buf, ev, int(txLen))
-			if err != nil {
+			if err := eb.add(ev, int(txLen)); err != nil {
 				if attempt == 0 {
 					b.log.Error().Err(err).Str("position", ev.Position.String()).Msg("dropping event that cannot be encoded for redis")
 				}
-				buf = buf[:start]
 				continue
 			}
-			if buf == nil && len(evs) > 1 {
-				// First event: room for all of them at about its size.
-				nb = append(make([]byte, 0, len(nb)*len(evs)+len(nb)/4*len(evs)), nb...)
-			}
-			buf = nb
-			item.ids = append(item.ids, ev.Position)
-			ends = append(ends, len(buf))
+			lastOK = ev.Position
 		}
-		if len(item.ids) == 0 {
+		eb.close()
+		if len(eb.ids) == 0 {
 			return nil, nil
 		}
-		start := 0
-		for _, end := range ends {
-			item.payloads = append(item.payloads, buf[start:end:end])
-			start = end
-		}
-		item.size = len(buf)
-		if l := item.ids[len(item.ids)-1].Index; l != txLen {
-			txLen = l // the tail was dropped: its new last entry ends it
+		if lastOK.Index != txLen {
+			txLen = lastOK.Index // the tail was dropped: its new last event ends it
 			continue
 		}
 		break
 	}
-	return item, nil
+	return &txItem{
+		commit: tx.CommitLSN, ids: slices.Clone(eb.ids), counts: slices.Clone(eb.counts),
+		payloads: eb.payloads(), size: len(eb.buf),
+	}, nil
 }
+
+// builders reuses entry builders' buffers across transactions.
+var builders = sync.Pool{New: func() any { return new(entryBuilder) }}
 
 // Durable reports how far the reader may acknowledge (docs/cluster.md
 // section 7): safe when nothing appended is unconfirmed, else the commit

@@ -164,11 +164,11 @@ func TestBeginRefusesAForeignStream(t *testing.T) {
 		t.Fatalf("Begin without an origin: %v", err)
 	}
 	w := newClient(t, srv)
-	if err := w.Do(ctx, w.B().Set().Key(a.b.keys.format).Value("2").Build()).Error(); err != nil {
+	if err := w.Do(ctx, w.B().Set().Key(a.b.keys.format).Value("1").Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.b.Begin(ctx, from); !errors.Is(err, ErrFormat) {
-		t.Fatalf("Begin on format 2 = %v, want ErrFormat", err)
+		t.Fatalf("Begin on format 1 = %v, want ErrFormat", err)
 	}
 	if err := a.b.Append(ctx, tx(1000, 1)); !errors.Is(err, errNoSession) {
 		t.Fatalf("Append after a refused Begin = %v, want errNoSession", err)

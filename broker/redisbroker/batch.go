@@ -20,6 +20,7 @@ func (b *Broker) send(s *session, batch []*txItem, w uint64) error {
 	k, dc := b.keys, s.dc
 	var cmds rueidis.Commands
 	var ids []broker.Position
+	var counts []int
 	prev := s.prev
 	for _, it := range batch {
 		for j, id := range it.ids {
@@ -27,12 +28,13 @@ func (b *Broker) send(s *session, batch []*txItem, w uint64) error {
 			cmds = append(cmds, dc.B().Xadd().Key(k.stream).Id(sid).FieldValue().
 				FieldValue("p", streamID(prev)).FieldValue("e", rueidis.BinaryString(it.payloads[j])).Build())
 			ids = append(ids, id)
+			counts = append(counts, it.counts[j])
 			prev = id
 		}
 	}
 	nx := len(cmds)
 	if nx > 0 {
-		keep := b.cfg.HistorySize + s.recentEntries(nx, b.trimGrace)
+		keep := s.kept.add(counts, b.cfg.HistorySize) + s.recentEntries(nx, b.trimGrace)
 		cmds = append(cmds, dc.B().Xtrim().Key(k.stream).Maxlen().Almost().Threshold(strconv.Itoa(keep)).Build())
 	}
 	iw := -1
@@ -55,7 +57,7 @@ func (b *Broker) send(s *session, batch []*txItem, w uint64) error {
 		err := res[i].Error()
 		switch {
 		case err == nil:
-			appended++
+			appended += counts[i]
 		case strings.Contains(err.Error(), "equal or smaller"):
 			if refused.Less(ids[i]) {
 				refused = ids[i]
@@ -120,6 +122,38 @@ func (b *Broker) checkWaitAOF(s *session, r rueidis.RedisResult) error {
 		return errors.New("waitaof: redis did not write the batch to its append-only file within 1 s")
 	}
 	return nil
+}
+
+// keptEntries is the event counts of the newest entries this session
+// appended, oldest first: as few as hold HistorySize events.
+type keptEntries struct {
+	counts []int // from head on
+	head   int
+	sum    int
+}
+
+// add records appended entries' event counts and returns how many of the
+// newest entries hold history events: entries from before this session
+// count as one event each (they hold at least one), so the stream never
+// keeps fewer than history events.
+func (k *keptEntries) add(counts []int, history int) int {
+	for _, c := range counts {
+		k.counts = append(k.counts, c)
+		k.sum += c
+	}
+	for k.head < len(k.counts) && k.sum-k.counts[k.head] >= history {
+		k.sum -= k.counts[k.head]
+		k.head++
+	}
+	if k.head > len(k.counts)/2 {
+		k.counts = append(k.counts[:0], k.counts[k.head:]...)
+		k.head = 0
+	}
+	n := len(k.counts) - k.head
+	if k.sum >= history {
+		return n
+	}
+	return n + history - k.sum
 }
 
 // batchCount is how many entries a batch appended, and when.

@@ -54,7 +54,7 @@ func (b *Broker) begin(ctx context.Context, dc rueidis.DedicatedClient, from bro
 	k := b.keys
 	origin := b.currentOrigin()
 	cmds := rueidis.Commands{
-		dc.B().Set().Key(k.format).Value("1").Nx().Build(),
+		dc.B().Set().Key(k.format).Value(streamFormat).Nx().Build(),
 		dc.B().Get().Key(k.format).Build(),
 		dc.B().ScriptLoad().Script(raiseWatermark).Build(),
 		dc.B().Get().Key(k.flushed).Build(),
@@ -72,8 +72,8 @@ func (b *Broker) begin(ctx context.Context, dc rueidis.DedicatedClient, from bro
 	if err != nil {
 		return nil, fmt.Errorf("begin: script load: %w", err)
 	}
-	if f, _ := res[1].ToString(); f != "1" {
-		return nil, fmt.Errorf("%w: %s is %q, this version writes format 1; delete the keys pgrealtime:{%s}:* (pgrealtime cluster reset --yes) and restart the nodes, or run the version that wrote it", ErrFormat, k.format, f, b.cfg.Slot)
+	if f, _ := res[1].ToString(); f != streamFormat {
+		return nil, fmt.Errorf("%w: %s is %q, this version writes format %s; delete the keys pgrealtime:{%s}:* (pgrealtime cluster reset --yes) and restart the nodes, or run the version that wrote it", ErrFormat, k.format, f, streamFormat, b.cfg.Slot)
 	}
 	var w uint64
 	hasW := false

@@ -5,10 +5,12 @@
 // included, reads it back and fans out locally.
 //
 // Guarantees:
-//   - Order: entry ids are positions ("<commit LSN>-<index>"), so stream
-//     order is commit order. Every node applies the stream in id order, one
-//     whole transaction at a time (entries are assembled until the one whose
-//     index is the transaction's last), from one goroutine.
+//   - Order: an entry holds up to 64 consecutive events of one transaction
+//     (entry.go) and its id is its last event's position ("<commit
+//     LSN>-<index>"), so stream order is commit order. Every node applies
+//     the stream in id order, one whole transaction at a time (events are
+//     assembled until the one whose index is the transaction's last), from
+//     one goroutine.
 //   - Exactly once in the stream: Begin reads the stream's last id L and
 //     Append skips events at or before it; Redis refuses an id that is not
 //     after its last one (the appender then re-reads L and goes on when the
@@ -28,8 +30,10 @@
 //     WAITAOF (Redis ≥ 7.2 with appendonly) "confirmed" means on disk; with
 //     Redis 7.0 it means accepted, so run Redis with appendfsync always for
 //     nothing lost.
-//   - Trimming: the stream keeps HistorySize entries plus everything
-//     appended in the last TrimGrace (10 s), so that a burst (one
+//   - Trimming: the stream keeps the newest entries that hold HistorySize
+//     events (entries from before the session count as one event each)
+//     plus everything appended in the last TrimGrace (10 s), so that a
+//     burst (one
 //     transaction larger than the history) does not overtake the nodes
 //     reading it; a node more than that behind resets, as above.
 //   - Backpressure: Append queues at most MaxQueueBytes of encoded payload
@@ -46,6 +50,7 @@
 //     published while a node's subscription reconnects are lost to it.
 //
 // Keys (Config.Slot = S): pgrealtime:{S}:stream (entries: p, e = the
-// broker codec's payload), :flushed (W, 16 hex digits), :origin, :format
-// ("1"), :live (pub/sub channel).
+// entry payload of entry.go, whose events are the broker codec's
+// payloads), :flushed (W, 16 hex digits), :origin, :format ("2"), :live
+// (pub/sub channel: one codec payload per message).
 package redisbroker

@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -16,9 +15,11 @@ import (
 // waits for an answer before it takes Redis for unreachable (a stalled
 // server or a partition: the connection does not fail by itself).
 const (
-	readCount     = 4096
+	readCount     = 1024
 	readBlock     = time.Second
 	readGraceTime = 3 * time.Second
+	// loadPage is the XREVRANGE COUNT of the history load at start.
+	loadPage = 1024
 )
 
 // follower is the state of the follower loop (one goroutine).
@@ -50,6 +51,8 @@ type follower struct {
 	pendLast broker.Position
 	// lagAt is when pgrealtime_cluster_stream_lag_bytes was last measured.
 	lagAt time.Time
+	// dec decodes the entries' events.
+	dec broker.BinaryDecoder
 }
 
 // lagEvery paces the stream lag measurement while the node is reading.
@@ -151,15 +154,31 @@ func (f *follower) restart() {
 	f.cursor = f.resume
 }
 
-// load reads the newest HistorySize entries (XREVRANGE), resets the hub to
-// the oldest one's p and applies them in order.
+// load reads the newest entries that hold HistorySize events (XREVRANGE,
+// a page at a time), resets the hub to the oldest one's p and applies them
+// in order.
 func (f *follower) load(ctx context.Context) error {
 	b := f.b
 	c := f.conn(ctx)
-	cmd := c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(int64(b.cfg.HistorySize)).Build()
-	entries, err := c.Do(ctx, cmd).AsXRangeSlices()
-	if err != nil {
-		return fmt.Errorf("load history: %w", err)
+	var entries []rueidis.XRangeSlice // newest first
+	end, events := "+", 0
+	for events < b.cfg.HistorySize {
+		cmd := c.B().Xrevrange().Key(b.keys.stream).End(end).Start("-").Count(loadPage).Build()
+		page, err := c.Do(ctx, cmd).AsXRangeSlices()
+		if err != nil {
+			return fmt.Errorf("load history: %w", err)
+		}
+		for _, e := range page {
+			entries = append(entries, e)
+			events += max(1, entryEvents(e))
+			if events >= b.cfg.HistorySize {
+				break
+			}
+		}
+		if len(page) < loadPage {
+			break
+		}
+		end = "(" + page[len(page)-1].ID
 	}
 	f.loaded, f.cursor, f.resume = true, "0-0", "0-0"
 	if len(entries) == 0 {
@@ -175,7 +194,7 @@ func (f *follower) load(ctx context.Context) error {
 	for i := len(entries) - 1; i >= 0; i-- {
 		f.take(entries[i])
 	}
-	b.log.Info().Int("entries", len(entries)).Str("newest", entries[0].ID).Msg("loaded history from redis")
+	b.log.Info().Int("entries", len(entries)).Int("events", events).Str("newest", entries[0].ID).Msg("loaded history from redis")
 	return nil
 }
 
@@ -257,56 +276,11 @@ func field(fv []rueidis.XRangeFieldValue, name string) string {
 	return ""
 }
 
-// errNoField is the decode error of an entry without the p or e field.
-var errNoField = errors.New("entry lacks field p or e")
-
-// decodeEntry decodes one stream entry: its position, predecessor, event
-// and the index of its transaction's last entry.
-func decodeEntry(e rueidis.XRangeSlice) (pos, prev broker.Position, ev *broker.Event, last uint32, err error) {
-	if pos, err = parseStreamID(e.ID); err != nil {
-		return
-	}
-	var p, payload string
-	var hasP, hasE bool
-	for _, x := range e.FieldValues {
-		switch x.Field {
-		case "p":
-			p, hasP = x.Value, true
-		case "e":
-			payload, hasE = x.Value, true
-		}
-	}
-	if !hasP || !hasE {
-		err = errNoField
-		return
-	}
-	if prev, err = parseStreamID(p); err != nil {
-		return
-	}
-	// The client hands each payload over as a fresh string: the event
-	// shares it instead of copying it.
-	ev, txLen, err := broker.DecodeBinaryString(payload, pos)
-	if err != nil {
-		return
-	}
-	switch {
-	case pos.Index == 0:
-		err = errors.New("entry index 0 is a base, not an event")
-	case txLen == 0:
-		err = errors.New("entry carries a live event (transaction length 0)")
-	case uint64(pos.Index) > uint64(txLen):
-		err = fmt.Errorf("entry index %d is beyond its transaction's last index %d", pos.Index, txLen)
-	case !prev.Less(pos):
-		err = fmt.Errorf("entry's predecessor %s is not before it", streamID(prev))
-	}
-	return pos, prev, ev, uint32(txLen), err
-}
-
-// take assembles one entry into its transaction and applies the
-// transaction when its last entry is in.
+// take assembles one entry's events into their transaction and applies
+// the transaction when its last event is in.
 func (f *follower) take(e rueidis.XRangeSlice) {
 	b := f.b
-	pos, prev, ev, last, err := decodeEntry(e)
+	en, err := decodeEntry(e, &f.dec)
 	if err != nil {
 		b.log.Error().Err(err).Str("id", e.ID).Int("bytes", len(field(e.FieldValues, "e"))).
 			Msg("REDIS STREAM ENTRY DOES NOT DECODE: skipped; this node resets its history at the next entry and its subscribers resume")
@@ -316,11 +290,21 @@ func (f *follower) take(e rueidis.XRangeSlice) {
 		return
 	}
 	f.cursor = e.ID
+	prev := en.prev
+	for _, ev := range en.events {
+		f.takeEvent(prev, ev, en.txLen)
+		prev = ev.Position
+	}
+}
+
+// takeEvent assembles one event (prev: the position it directly follows).
+func (f *follower) takeEvent(prev broker.Position, ev *broker.Event, last uint32) {
+	pos := ev.Position
 	if f.hasApplied && !f.applied.Less(pos) {
 		return // applied already
 	}
 	if len(f.pending) > 0 && (pos.LSN != f.pendLast.LSN || prev != f.pendLast) {
-		b.log.Warn().Str("id", e.ID).Str("p", streamID(prev)).Str("pending_last", streamID(f.pendLast)).
+		f.b.log.Warn().Str("position", streamID(pos)).Str("p", streamID(prev)).Str("pending_last", streamID(f.pendLast)).
 			Msg("stream entry does not continue the transaction being assembled: dropping its incomplete part; this node resets")
 		f.pending = f.pending[:0]
 		f.broken = true

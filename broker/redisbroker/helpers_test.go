@@ -319,11 +319,12 @@ func (r *reader) session(ctx context.Context, txs []*broker.Tx, end uint64) erro
 // foreign leader).
 func xadd(t testing.TB, c rueidis.Client, ev *broker.Event, txLen int, prev broker.Position) {
 	t.Helper()
-	payload, err := broker.AppendBinary(nil, ev, txLen)
-	if err != nil {
+	var eb entryBuilder
+	if err := eb.add(ev, txLen); err != nil {
 		t.Fatal(err)
 	}
-	xaddRaw(t, c, streamID(ev.Position), streamID(prev), string(payload))
+	eb.close()
+	xaddRaw(t, c, streamID(ev.Position), streamID(prev), string(eb.payloads()[0]))
 }
 
 func xaddRaw(t testing.TB, c rueidis.Client, id, prev, payload string) {
