@@ -409,4 +409,19 @@ func BenchmarkDecodeBinary(b *testing.B) {
 			}
 		}
 	})
+	// As the Redis follower decodes an entry of 64 events.
+	b.Run("decoder", func(b *testing.B) {
+		var bd BinaryDecoder
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if i%64 == 0 {
+				bd.Reserve(64)
+			}
+			i++
+			if _, _, err := bd.Decode(str, Position{LSN: 1, Index: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

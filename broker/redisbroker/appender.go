@@ -44,6 +44,8 @@ type txItem struct {
 	counts   []int             // each entry's events
 	payloads [][]byte
 	size     int
+	events   []*broker.Event // the events encoded, for this node's own fan-out
+	prev     broker.Position // p of its first entry (set by send)
 }
 
 // session is one Begin's state.
@@ -83,6 +85,7 @@ func (a *appender) start(s *session) {
 	a.mu.Lock()
 	a.s = s
 	a.mu.Unlock()
+	a.b.local.begin(s.prev)
 	go a.run(s)
 }
 
@@ -96,6 +99,7 @@ func (a *appender) end() {
 	}
 	a.mu.Unlock()
 	if s != nil {
+		a.b.local.end()
 		s.cancel()
 		// A batch on the dedicated connection may wait for its replies
 		// beyond its ctx, and releasing the connection waits for Redis too;
@@ -106,6 +110,12 @@ func (a *appender) end() {
 		s.release()
 	}
 }
+
+// End ends the append session, if any, dropping what it has not sent
+// (the reader streams it again from its acknowledgement wherever it runs
+// next). cmd calls it when the node stops leading, so that its follower
+// reads the next leader's entries from the stream at once.
+func (b *Broker) End() { b.app.end() }
 
 // notify wakes everyone waiting on s.changed (a.mu held).
 func (a *appender) notify(s *session) {
@@ -206,8 +216,10 @@ func (b *Broker) encodeTx(tx *broker.Tx, skip broker.Position) (*txItem, error) 
 	txLen := tx.Events[len(tx.Events)-1].Position.Index
 	eb := builders.Get().(*entryBuilder)
 	defer builders.Put(eb)
+	var kept []*broker.Event
 	for attempt := 0; attempt < 2; attempt++ {
 		eb.reset()
+		kept = kept[:0]
 		var lastOK broker.Position
 		for _, ev := range evs {
 			if err := eb.add(ev, int(txLen)); err != nil {
@@ -217,6 +229,7 @@ func (b *Broker) encodeTx(tx *broker.Tx, skip broker.Position) (*txItem, error) 
 				continue
 			}
 			lastOK = ev.Position
+			kept = append(kept, ev)
 		}
 		eb.close()
 		if len(eb.ids) == 0 {
@@ -230,7 +243,7 @@ func (b *Broker) encodeTx(tx *broker.Tx, skip broker.Position) (*txItem, error) 
 	}
 	return &txItem{
 		commit: tx.CommitLSN, ids: slices.Clone(eb.ids), counts: slices.Clone(eb.counts),
-		payloads: eb.payloads(), size: len(eb.buf),
+		payloads: eb.payloads(), size: len(eb.buf), events: kept,
 	}, nil
 }
 
@@ -284,8 +297,11 @@ func (a *appender) run(s *session) {
 			if !ok {
 				break
 			}
-			err := a.b.send(s, batch, w)
+			refused, err := a.b.send(s, batch, w)
 			a.finish(s, batch, w, err)
+			if err == nil {
+				a.confirmed(batch, refused)
+			}
 			if err != nil {
 				return
 			}
@@ -323,6 +339,21 @@ func (a *appender) take(s *session) (batch []*txItem, w uint64, ok bool) {
 		return nil, w, true
 	}
 	return nil, 0, false
+}
+
+// confirmed hands a batch Redis accepted to this node's follower loop
+// (local.go); a batch of which Redis refused entries (appended already by
+// another leader) is not handed over: the follower reads the stream.
+func (a *appender) confirmed(batch []*txItem, refused bool) {
+	if refused {
+		a.b.local.missed()
+		return
+	}
+	txs := make([]localTx, 0, len(batch))
+	for _, it := range batch {
+		txs = append(txs, localTx{prev: it.prev, last: it.ids[len(it.ids)-1], events: it.events, size: it.size})
+	}
+	a.b.local.push(txs)
 }
 
 // finish records a batch's outcome.

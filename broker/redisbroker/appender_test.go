@@ -96,28 +96,38 @@ func TestReBeginCompletesAHalfAppendedTransaction(t *testing.T) {
 // before the first appended (a zombie) has its old ids refused by Redis;
 // it re-reads the stream's last id, finds them there, and goes on after
 // them without an error and without breaking the chain.
+//
+// Both nodes' XREAD BLOCK is a minute: the zombie, which was applying its
+// own transactions without reading the stream, must read it at once for
+// the ones Redis refused (another node appended them), and the first
+// leader, once it stopped appending, the zombie's.
 func TestRefusedAppendIsThereAlready(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	a, b := startNode(t, srv, 100), startNode(t, srv, 100)
+	slow := func(_ *Config, br *Broker) { br.readBlock = time.Minute }
+	a, b := startNode(t, srv, 100, slow), startNode(t, srv, 100, slow)
+	t0, t1, t2, t3 := tx(950, 1), tx(1000, 2), tx(1100, 1), tx(1200, 1)
 	rb := newReader(b.b, 900)
-	if err := b.b.Begin(context.Background(), broker.Position{LSN: 900}); err != nil {
-		t.Fatal(err)
-	}
-	rb.begun = true
-	t1, t2, t3 := tx(1000, 2), tx(1100, 1), tx(1200, 1)
-	newReader(a.b, 900).publish(t, t1, t2)
-	rb.publish(t, t1)
+	rb.publish(t, t0)
+	b.rec.waitPos(t, t0.Events[0].Position)
+	newReader(a.b, rb.acked).publish(t, t1, t2)
+	deadline := time.Now().Add(10 * time.Second)
+	rb.publish(t, t1) // refused: appended already
+	b.rec.waitPos(t, t2.Events[0].Position)
+	a.b.End()
 	rb.publish(t, t3)
 	if len(rb.log) != 0 {
 		t.Fatalf("zombie appender errors: %q", rb.log)
 	}
-	want := txPositions(t1, t2, t3)
+	want := txPositions(t0, t1, t2, t3)
 	for _, n := range []*node{a, b} {
 		n.rec.waitPos(t, want[len(want)-1])
 		got, resets, implicit := n.rec.snapshot()
 		if !slices.Equal(got, want) || len(resets) != 0 || len(implicit) != 0 {
 			t.Fatalf("applied %v resets %v implicit %v; want %v", got, resets, implicit, want)
 		}
+	}
+	if time.Now().After(deadline) {
+		t.Fatal("a node waited out its XREAD BLOCK time for entries it did not append")
 	}
 }
 

@@ -15,14 +15,16 @@ import (
 
 // send writes one batch in one round trip on the session's dedicated
 // connection: the XADDs in position order, XTRIM, the watermark script,
-// and WAITAOF when the server has it.
-func (b *Broker) send(s *session, batch []*txItem, w uint64) error {
+// and WAITAOF when the server has it. refused: Redis refused entries that
+// the stream has already (another leader appended them).
+func (b *Broker) send(s *session, batch []*txItem, w uint64) (refused bool, err error) {
 	k, dc := b.keys, s.dc
 	var cmds rueidis.Commands
 	var ids []broker.Position
 	var counts []int
 	prev := s.prev
 	for _, it := range batch {
+		it.prev = prev
 		for j, id := range it.ids {
 			sid := streamID(id)
 			cmds = append(cmds, dc.B().Xadd().Key(k.stream).Id(sid).FieldValue().
@@ -51,7 +53,7 @@ func (b *Broker) send(s *session, batch []*txItem, w uint64) error {
 	res := dc.DoMulti(s.ctx, cmds...)
 	metrics.RedisBatchSeconds.Observe(time.Since(start).Seconds())
 
-	var refused broker.Position
+	var refusedID broker.Position
 	appended := 0
 	for i := 0; i < nx; i++ {
 		err := res[i].Error()
@@ -59,52 +61,52 @@ func (b *Broker) send(s *session, batch []*txItem, w uint64) error {
 		case err == nil:
 			appended += counts[i]
 		case strings.Contains(err.Error(), "equal or smaller"):
-			if refused.Less(ids[i]) {
-				refused = ids[i]
+			if refusedID.Less(ids[i]) {
+				refusedID = ids[i]
 			}
 		default:
-			return fmt.Errorf("xadd %s: %w", streamID(ids[i]), err)
+			return false, fmt.Errorf("xadd %s: %w", streamID(ids[i]), err)
 		}
 	}
 	metrics.RedisAppendedEvents.Add(float64(appended))
 	if nx > 0 {
 		if err := res[nx].Error(); err != nil {
-			return fmt.Errorf("xtrim: %w", err)
+			return false, fmt.Errorf("xtrim: %w", err)
 		}
 	}
 	if iw >= 0 {
 		if err := res[iw].Error(); err != nil {
 			if re, ok := rueidis.IsRedisErr(err); !ok || !re.IsNoScript() {
-				return fmt.Errorf("raise watermark: %w", err)
+				return false, fmt.Errorf("raise watermark: %w", err)
 			}
 			// The server lost its script cache (a restart): EVAL once.
 			if err := dc.Do(s.ctx, dc.B().Eval().Script(raiseWatermark).Numkeys(1).Key(k.flushed).Arg(watermarkText(w)).Build()).Error(); err != nil {
-				return fmt.Errorf("raise watermark: %w", err)
+				return false, fmt.Errorf("raise watermark: %w", err)
 			}
 		}
 	}
 	if ia >= 0 {
 		if err := b.checkWaitAOF(s, res[ia]); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if !refused.IsZero() {
+	if !refusedID.IsZero() {
 		// Section 5: an id Redis refuses is there already if the stream's
 		// last id is at or after it (same position, same content).
 		last, _, err := lastID(s.ctx, dc, k.stream)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if last.Less(refused) {
-			return fmt.Errorf("redis refused entry %s as not after the stream's last id, but the last id is %s: another appender interfered", streamID(refused), streamID(last))
+		if last.Less(refusedID) {
+			return false, fmt.Errorf("redis refused entry %s as not after the stream's last id, but the last id is %s: another appender interfered", streamID(refusedID), streamID(last))
 		}
-		b.log.Warn().Str("refused", streamID(refused)).Str("stream_last", streamID(last)).Msg("redis refused entries that the stream has already (another leader appended them): continuing after them")
+		b.log.Warn().Str("refused", streamID(refusedID)).Str("stream_last", streamID(last)).Msg("redis refused entries that the stream has already (another leader appended them): continuing after them")
 		if prev.Less(last) {
 			prev = last
 		}
 	}
 	s.prev = prev
-	return nil
+	return !refusedID.IsZero(), nil
 }
 
 // checkWaitAOF checks WAITAOF's reply: the batch is on the server's disk.

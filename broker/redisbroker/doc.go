@@ -1,8 +1,10 @@
 // Package redisbroker is the multi-node broker (cluster mode, PROTOCOL
 // section 8; the design is docs/cluster.md). Redis holds one stream per
 // replication slot; exactly one node (the leader, elected in Postgres)
-// appends the WAL's transactions to it, and every node, the leader
-// included, reads it back and fans out locally.
+// appends the WAL's transactions to it, and every node fans out what is in
+// it locally: the others read it back, the leader applies the transactions
+// it appended once Redis confirmed them, as long as they directly follow
+// what it applied (local.go), and reads the stream otherwise.
 //
 // Guarantees:
 //   - Order: an entry holds up to 64 consecutive events of one transaction

@@ -100,10 +100,31 @@ func (b *Broker) follow(ctx context.Context) {
 				b.beforeRead(ctx)
 			}
 			var n int
-			switch n, err = f.read(ctx); {
+			switch {
+			case f.takeLocal():
+				n = 1
+			case !f.broken && len(f.pending) == 0 && b.local.serving(f.applied) && f.hasApplied:
+				// This node appends: wait for its confirmed transactions
+				// (local.go); after a quiet BLOCK time, check the stream.
+				if !f.waitLocal(ctx) {
+					var behind bool
+					if behind, err = f.idle(ctx); behind && err == nil {
+						// Entries this node did not append: read the
+						// stream until it has caught up.
+						b.local.missed()
+					}
+				}
+				n = 1 // idle ran, or there is something to take
+			default:
+				gen := b.local.generation()
+				if n, err = f.read(ctx); n == 0 && err == nil {
+					b.local.caughtUp(gen)
+				}
+			}
+			switch {
 			case err != nil:
 			case n == 0:
-				err = f.idle(ctx)
+				_, err = f.idle(ctx)
 			case time.Since(f.lagAt) >= lagEvery:
 				err = f.measureLag(ctx)
 			}
@@ -225,10 +246,11 @@ func (f *follower) read(ctx context.Context) (int, error) {
 // event). W is read before the stream's last id, in one pipeline: every
 // entry below W was appended before W was raised, so when the last id is
 // applied, nothing below W is missing here.
-func (f *follower) idle(ctx context.Context) error {
+// It reports whether the stream has entries after the ones applied here.
+func (f *follower) idle(ctx context.Context) (behind bool, err error) {
 	b := f.b
 	if len(f.pending) > 0 || f.broken {
-		return nil
+		return true, nil
 	}
 	c := f.conn(ctx)
 	rctx, cancel := context.WithTimeout(ctx, readGraceTime)
@@ -238,33 +260,47 @@ func (f *follower) idle(ctx context.Context) error {
 		c.B().Xrevrange().Key(b.keys.stream).End("+").Start("-").Count(1).Build())
 	newest, err := res[1].AsXRangeSlices()
 	if err != nil {
-		return fmt.Errorf("read the stream's last entry: %w", err)
+		return false, fmt.Errorf("read the stream's last entry: %w", err)
 	}
 	f.setLag(newest)
 	ws, err := res[0].ToString()
-	if rueidis.IsRedisNil(err) {
-		return nil // no watermark yet: a new cluster whose leader has not begun
-	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", b.keys.flushed, err)
-	}
-	w, err := parseWatermark(ws)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", b.keys.flushed, err)
-	}
 	if len(newest) > 0 {
 		last, err := parseStreamID(newest[0].ID)
 		if err != nil || !f.hasApplied || f.applied.Less(last) {
-			return nil // entries to read first (or an id this node skips anyway)
+			return true, nil // entries to read first (or an id this node skips anyway)
 		}
+	}
+	if rueidis.IsRedisNil(err) {
+		return false, nil // no watermark yet: a new cluster whose leader has not begun
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", b.keys.flushed, err)
+	}
+	w, err := parseWatermark(ws)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", b.keys.flushed, err)
 	}
 	base := broker.Position{LSN: w}
 	if f.hasApplied && !f.applied.Less(base) {
-		return nil
+		return false, nil
 	}
 	b.hub.Advance(base)
 	f.applied, f.hasApplied = base, true
-	return nil
+	return false, nil
+}
+
+// waitLocal waits up to the BLOCK time for this node's appender to hand
+// over transactions (or its session to end); false: nothing came.
+func (f *follower) waitLocal(ctx context.Context) bool {
+	t := time.NewTimer(f.b.readBlock)
+	defer t.Stop()
+	select {
+	case <-f.b.local.wake:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 func field(fv []rueidis.XRangeFieldValue, name string) string {

@@ -90,6 +90,7 @@ type Broker struct {
 	originSet    bool
 
 	app        appender
+	local      *localFeed    // the appender's confirmed transactions, for the follower loop
 	queueLimit int           // MaxQueueBytes; tests lower it
 	idleEvery  time.Duration // idleWatermarkEvery; tests shorten it
 	trimGrace  time.Duration // TrimGrace; tests shorten it
@@ -157,6 +158,7 @@ func newBroker(cfg Config, hub applier) (*Broker, error) {
 		liveReason:   "not started: the live event loop is not running",
 	}
 	b.app.b = b
+	b.local = newLocalFeed()
 	b.queueLimit, b.idleEvery, b.trimGrace, b.readBlock = MaxQueueBytes, idleWatermarkEvery, TrimGrace, readBlock
 	return b, nil
 }

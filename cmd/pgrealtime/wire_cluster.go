@@ -110,6 +110,7 @@ func buildClusterPipeline(ctx context.Context, cfg *Config, set *rules.Set, veri
 		leading.Store(true)
 		metrics.SetClusterLeader(true)
 		defer func() {
+			rb.End() // this node no longer appends: its follower reads the stream
 			leading.Store(false)
 			metrics.SetClusterLeader(false)
 		}()
