@@ -193,7 +193,11 @@ func DecodeBinary(b []byte, pos Position) (*Event, int, error) {
 // client hands over as fresh strings, this way: one allocation and copy
 // less per event.
 func DecodeBinaryString(s string, pos Position) (*Event, int, error) {
-	d := binDecoder{s: s}
+	return decodeWhole(binDecoder{s: s}, pos)
+}
+
+// decodeWhole decodes the one event d holds, which must take all of it.
+func decodeWhole(d binDecoder, pos Position) (*Event, int, error) {
 	ev, txLen := d.event()
 	if d.err == nil && d.i != len(d.s) {
 		d.fail("%d trailing bytes", len(d.s)-d.i)
@@ -232,16 +236,7 @@ func (bd *BinaryDecoder) Reserve(n int) {
 
 // Decode is DecodeBinaryString with bd's shared allocations.
 func (bd *BinaryDecoder) Decode(s string, pos Position) (*Event, int, error) {
-	d := binDecoder{s: s, bd: bd}
-	ev, txLen := d.event()
-	if d.err == nil && d.i != len(d.s) {
-		d.fail("%d trailing bytes", len(d.s)-d.i)
-	}
-	if d.err != nil {
-		return nil, 0, d.err
-	}
-	ev.Position = pos
-	return ev, txLen, nil
+	return decodeWhole(binDecoder{s: s, bd: bd}, pos)
 }
 
 // newEvent hands out the next reserved event (a fresh one when none is).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -330,7 +331,30 @@ func (e *Event) AltEncoding(enc func(*Event) []byte) []byte {
 
 // Encode returns the wire JSON of the event (a new slice).
 func (e *Event) Encode() ([]byte, error) {
-	b := make([]byte, 0, 256+96*len(e.Record)+96*len(e.OldRecord)+len(e.Data))
+	bp := encodeBufs.Get().(*[]byte)
+	b, err := e.appendJSON((*bp)[:0])
+	var out []byte
+	if err == nil {
+		// Exactly its size: a retained event keeps its JSON (the history
+		// of a catch-up holds hundreds of thousands), and the scratch
+		// buffer is reused instead of becoming new heap.
+		out = append([]byte(nil), b...)
+	}
+	if cap(b) <= maxPooledEncodeBuf {
+		*bp = b[:0]
+		encodeBufs.Put(bp)
+	}
+	return out, err
+}
+
+// encodeBufs are Encode's scratch buffers; one that grew beyond
+// maxPooledEncodeBuf (a huge row) is left to the GC.
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledEncodeBuf = 64 << 10
+
+// appendJSON appends the wire JSON of e to b.
+func (e *Event) appendJSON(b []byte) ([]byte, error) {
 	if e.Kind == KindCustom {
 		b = append(b, `{"type":"custom_event","collection":`...)
 		b = appendString(b, e.Collection)

@@ -129,3 +129,25 @@ func TestRowWithout(t *testing.T) {
 		t.Fatal("Without copied a row it did not change")
 	}
 }
+
+// TestEncodeKeepsNoSpareCapacity: an event's JSON is retained with it in
+// the history (a catch-up holds hundreds of thousands), so Encode returns
+// it at its own size, not inside a larger buffer.
+func TestEncodeKeepsNoSpareCapacity(t *testing.T) {
+	ev := &Event{Kind: KindRecord, Collection: "bench", Action: ActionCreate, RecordID: "12345",
+		Record:    Row{{"id", int64(12345)}, {"v", int64(7)}, {"note", "backlog row 7"}},
+		Timestamp: time.Date(2026, 11, 25, 19, 44, 50, 914653000, time.UTC), Position: Position{LSN: 1, Index: 1}}
+	for range 3 {
+		b, err := ev.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Size classes round up by at most an eighth above 128 bytes.
+		if cap(b) > len(b)+len(b)/8+16 {
+			t.Fatalf("Encode returned %d bytes in a buffer of %d", len(b), cap(b))
+		}
+		if !json.Valid(b) {
+			t.Fatalf("invalid JSON %s", b)
+		}
+	}
+}

@@ -53,6 +53,8 @@ type follower struct {
 	lagAt time.Time
 	// dec decodes the entries' events.
 	dec broker.BinaryDecoder
+	// pre is the XREAD sent ahead, if any.
+	pre *prefetch
 }
 
 // lagEvery paces the stream lag measurement while the node is reading.
@@ -152,6 +154,7 @@ func (b *Broker) follow(ctx context.Context) {
 
 // conn returns the loop's connection, taking one from the pool if needed.
 func (f *follower) conn(ctx context.Context) rueidis.DedicatedClient {
+	f.settle() // one command at a time on it
 	if f.dc == nil {
 		dc, _ := f.b.c.Dedicate()
 		f.dc, f.undo = dc, context.AfterFunc(ctx, dc.Close)
@@ -166,6 +169,8 @@ func (f *follower) dropConn() {
 		f.dc.Close()
 		f.dc, f.undo = nil, nil
 	}
+	f.settle() // the closed connection ends it
+	f.pre = nil
 }
 
 // restart drops a partly assembled transaction: reading continues after
@@ -222,21 +227,82 @@ func (f *follower) load(ctx context.Context) error {
 // read takes in one XREAD's entries and says how many there were.
 func (f *follower) read(ctx context.Context) (int, error) {
 	b := f.b
-	c := f.conn(ctx)
-	cmd := c.B().Xread().Count(readCount).Block(b.readBlock.Milliseconds()).Streams().Key(b.keys.stream).Id(f.cursor).Build()
-	rctx, cancel := context.WithTimeout(ctx, b.readBlock+readGraceTime)
-	defer cancel()
-	res, err := c.Do(rctx, cmd).AsXReadSlices()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil // BLOCK timed out
+	entries, ok := f.prefetched()
+	if !ok {
+		c := f.conn(ctx)
+		cmd := c.B().Xread().Count(readCount).Block(b.readBlock.Milliseconds()).Streams().Key(b.keys.stream).Id(f.cursor).Build()
+		rctx, cancel := context.WithTimeout(ctx, b.readBlock+readGraceTime)
+		defer cancel()
+		res, err := c.Do(rctx, cmd).AsXReadSlices()
+		if rueidis.IsRedisNil(err) {
+			return 0, nil // BLOCK timed out
+		}
+		if err != nil {
+			return 0, fmt.Errorf("xread: %w", err)
+		}
+		entries = res[b.keys.stream]
 	}
-	if err != nil {
-		return 0, fmt.Errorf("xread: %w", err)
+	if len(entries) == readCount {
+		// A full batch: more is likely waiting. Fetch it while this
+		// batch is applied (a node catching up spent a third of its time
+		// waiting for replies of a thousand entries).
+		f.prefetch(ctx, entries[len(entries)-1].ID)
 	}
-	for _, e := range res[b.keys.stream] {
+	for _, e := range entries {
 		f.take(e)
 	}
-	return len(res[b.keys.stream]), nil
+	return len(entries), nil
+}
+
+// prefetch is an XREAD sent ahead (without BLOCK) for the entries after
+// cursor, while the loop applies the batch before them.
+type prefetch struct {
+	cursor  string
+	done    chan struct{}
+	entries []rueidis.XRangeSlice
+	err     error
+}
+
+// prefetch sends the next XREAD on the loop's connection; the loop sends
+// nothing else on it until settle.
+func (f *follower) prefetch(ctx context.Context, cursor string) {
+	c := f.conn(ctx)
+	p := &prefetch{cursor: cursor, done: make(chan struct{})}
+	cmd := c.B().Xread().Count(readCount).Streams().Key(f.b.keys.stream).Id(cursor).Build()
+	f.pre = p
+	go func() {
+		defer close(p.done)
+		rctx, cancel := context.WithTimeout(ctx, readGraceTime)
+		defer cancel()
+		res, err := c.Do(rctx, cmd).AsXReadSlices()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			p.err = err
+		}
+		p.entries = res[f.b.keys.stream]
+	}()
+}
+
+// settle waits for the prefetch in flight, if any (its result stays).
+func (f *follower) settle() {
+	if f.pre != nil {
+		<-f.pre.done
+	}
+}
+
+// prefetched returns the prefetched entries when they continue where the
+// loop is (false: none, an error, or the loop moved on: XREAD again).
+func (f *follower) prefetched() ([]rueidis.XRangeSlice, bool) {
+	p := f.pre
+	if p == nil {
+		return nil, false
+	}
+	<-p.done
+	f.pre = nil
+	if p.err != nil || p.cursor != f.cursor || len(p.entries) == 0 {
+		return nil, false
+	}
+	f.b.prefetchHits.Add(1)
+	return p.entries, true
 }
 
 // idle runs when the stream had nothing new: it moves this node's position

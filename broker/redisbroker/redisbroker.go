@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -98,6 +99,8 @@ type Broker struct {
 
 	// beforeRead, when set (tests), is called before every XREAD.
 	beforeRead func(ctx context.Context)
+	// prefetchHits counts batches served by an XREAD sent ahead (tests).
+	prefetchHits atomic.Int64
 }
 
 // SetOrigin replaces Config.Origin for the next Begin: cmd reads the
