@@ -87,6 +87,14 @@ func (r *results) clusterDetails(w func(string, ...any)) {
 	w("The leader is found from `/readyz` (`role`); every subscriber is on the other node, the follower, so that every event it gets came through Redis. ")
 	w("Live latency is measured as in section 2 (same writer, same client process). Catch-up stops both nodes, commits the backlog, starts both at once and times from their start to the last row at a subscriber on the follower that resumes from a position before the backlog (as in section 1). ")
 	w("Failover: a writer commits single-row transactions with v = 1, 2, … at %d rows/s; after a second of rows reached the follower's subscriber the leader gets SIGKILL; the time runs from the kill to the subscriber's receipt of the first row whose insert began after it; the writer goes on for another second of rows after that, then every row 1…n must arrive exactly once (lost = never received, duplicated = received more than once; the subscriber reconnects with since if its socket drops).\n", failoverRate)
+	if cu := c.Catchup; cu != nil && c.CatchupErr == "" && len(cu.NodeCPU) == 2 {
+		w("\nCatch-up run: the leader had appended the first rows to Redis %.2f s after the nodes' start and all of them at %.2f s (its `pgrealtime_redis_appended_events_total`, polled every 20 ms); the follower's subscriber had the last row at %.2f s. CPU over the catch-up: leader %.2f s, follower %.2f s, Redis %.2f s; the whole machine (every process, Postgres and the subscriber included) %.2f s busy.",
+			cu.FirstSeconds, cu.ServerSeconds, cu.Seconds, cu.NodeCPU[0], cu.NodeCPU[1], cu.RedisCPU, cu.MachineCPU)
+		if s, ok := r.singleCatchup(); ok && s.MachineCPU > 0 {
+			w(" The single node (row 1): pgrealtime %.2f s, the whole machine %.2f s.", s.ServerCPU, s.MachineCPU)
+		}
+		w("\n")
+	}
 	if f := c.Failover; f != nil && f.Written > 0 {
 		w("\nFailover run: killed %s; %s rows written, %s received, the subscriber reconnected %d time(s).\n", f.Killed, thousands(float64(f.Written)), thousands(float64(f.Received)), f.Reconnects)
 	}
