@@ -72,6 +72,7 @@ type session struct {
 
 	// Appender goroutine only.
 	prev    broker.Position // p of the next entry
+	floor   broker.Position // the later of the first p and the stream's last id at Begin (local.go)
 	waitAOF bool
 	recent  []batchCount // batches sent within the trim grace
 	kept    keptEntries  // the newest entries' event counts, for XTRIM
@@ -85,7 +86,7 @@ func (a *appender) start(s *session) {
 	a.mu.Lock()
 	a.s = s
 	a.mu.Unlock()
-	a.b.local.begin(s.prev)
+	a.b.local.begin(s.floor)
 	go a.run(s)
 }
 
@@ -300,7 +301,7 @@ func (a *appender) run(s *session) {
 			refused, err := a.b.send(s, batch, w)
 			a.finish(s, batch, w, err)
 			if err == nil {
-				a.confirmed(batch, refused)
+				a.confirmed(s, batch, refused)
 			}
 			if err != nil {
 				return
@@ -344,14 +345,14 @@ func (a *appender) take(s *session) (batch []*txItem, w uint64, ok bool) {
 // confirmed hands a batch Redis accepted to this node's follower loop
 // (local.go); a batch of which Redis refused entries (appended already by
 // another leader) is not handed over: the follower reads the stream.
-func (a *appender) confirmed(batch []*txItem, refused bool) {
+func (a *appender) confirmed(s *session, batch []*txItem, refused bool) {
 	if refused {
 		a.b.local.missed()
 		return
 	}
 	txs := make([]localTx, 0, len(batch))
 	for _, it := range batch {
-		txs = append(txs, localTx{prev: it.prev, last: it.ids[len(it.ids)-1], events: it.events, size: it.size})
+		txs = append(txs, localTx{prev: it.prev, last: it.ids[len(it.ids)-1], floor: s.floor, events: it.events, size: it.size})
 	}
 	a.b.local.push(txs)
 }

@@ -64,6 +64,10 @@ func (b *Broker) send(s *session, batch []*txItem, w uint64) (refused bool, err 
 			if refusedID.Less(ids[i]) {
 				refusedID = ids[i]
 			}
+			// Not this session's entry: the stream holds its events as
+			// another appender cut them; count it as one event (the
+			// entries before the session count so too).
+			s.kept.recount(nx-1-i, 1)
 		default:
 			return false, fmt.Errorf("xadd %s: %w", streamID(ids[i]), err)
 		}
@@ -156,6 +160,17 @@ func (k *keptEntries) add(counts []int, history int) int {
 		return n
 	}
 	return n + history - k.sum
+}
+
+// recount sets the event count of the entry back from the newest (0 is
+// the newest) to n, if it is still counted.
+func (k *keptEntries) recount(back, n int) {
+	i := len(k.counts) - 1 - back
+	if i < k.head || i >= len(k.counts) {
+		return
+	}
+	k.sum += n - k.counts[i]
+	k.counts[i] = n
 }
 
 // batchCount is how many entries a batch appended, and when.

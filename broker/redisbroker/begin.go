@@ -96,6 +96,10 @@ func (b *Broker) begin(ctx context.Context, dc rueidis.DedicatedClient, from bro
 	if hasLast && hasW && w >= from.LSN {
 		s.prev = last
 	}
+	s.floor = s.prev
+	if hasLast && s.floor.Less(last) {
+		s.floor = last
+	}
 	s.waitAOF = b.probeWaitAOF(ctx, dc)
 	ev := b.log.Info().Str("from", from.String()).Str("first_p", streamID(s.prev)).Bool("waitaof", s.waitAOF)
 	if hasLast {

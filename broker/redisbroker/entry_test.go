@@ -160,3 +160,30 @@ func TestDecodeEntryRefusesMalformedEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestKeptEntriesCountEvents: the trim keeps as few newest entries as
+// hold the history's events; entries from before the session, and entries
+// Redis refused (another appender cut those events its own way), count as
+// one event each, so the stream never keeps fewer events than the history.
+func TestKeptEntriesCountEvents(t *testing.T) {
+	var k keptEntries
+	if n := k.add([]int{64, 64}, 100); n != 2 {
+		t.Fatalf("two entries of 64 for a history of 100: keep %d, want 2", n)
+	}
+	if n := k.add([]int{64}, 100); n != 2 {
+		t.Fatalf("three entries of 64: keep %d, want the newest 2", n)
+	}
+	if n := k.add(nil, 1000); n != 2+1000-128 {
+		t.Fatalf("a history of 1 000 with 128 events known: keep %d, want %d (older entries count as one event)", n, 2+1000-128)
+	}
+	var r keptEntries
+	r.add([]int{64, 64, 64}, 100) // counts the newest two: 128 events
+	r.recount(0, 1)               // the newest was refused
+	if n := r.add(nil, 100); n != 2+100-65 {
+		t.Fatalf("after the newest entry was refused: keep %d, want %d (65 events counted, the rest one per entry)", n, 2+100-65)
+	}
+	r.recount(1, 1)
+	if n := r.add(nil, 100); n != 2+100-2 {
+		t.Fatalf("after two refusals: keep %d, want %d", n, 2+100-2)
+	}
+}

@@ -18,10 +18,11 @@ import (
 // every other node does, until it has caught up.
 
 // localTx is one transaction the appender wrote, as Redis confirmed it.
+// floor is its session's floor (localFeed.floor).
 type localTx struct {
-	prev, last broker.Position
-	events     []*broker.Event
-	size       int
+	prev, last, floor broker.Position
+	events            []*broker.Event
+	size              int
 }
 
 // localFeed passes confirmed transactions from the appender to the
@@ -30,10 +31,14 @@ type localFeed struct {
 	mu    sync.Mutex
 	txs   []localTx
 	bytes int
-	// active: an append session runs on this node; start is its first
-	// entry's p (the follower reads the stream until it has applied it).
+	// active: an append session runs on this node. floor is the later of
+	// its first entry's p and the stream's last id when it began: the
+	// follower reads the stream until it has applied the floor. (The p may
+	// be a base <from>-0 below entries the session skipped as already in
+	// the stream: a node that reads in order applies those first, and so
+	// must this one before it takes the session's own transactions.)
 	active bool
-	start  broker.Position
+	floor  broker.Position
 	// gap: some of this session's entries are not in txs (refused by
 	// Redis, or dropped from a full queue): read the stream until it has
 	// nothing more.
@@ -53,10 +58,10 @@ func (l *localFeed) signal() {
 	}
 }
 
-// begin records that a session starting after start runs here.
-func (l *localFeed) begin(start broker.Position) {
+// begin records that a session whose transactions follow floor runs here.
+func (l *localFeed) begin(floor broker.Position) {
 	l.mu.Lock()
-	l.active, l.start, l.gap = true, start, false
+	l.active, l.floor, l.gap = true, floor, false
 	l.mu.Unlock()
 	l.signal()
 }
@@ -140,17 +145,18 @@ func (l *localFeed) pop() {
 // serving reports whether the follower, having applied up to applied,
 // may wait for the queue instead of reading the stream: a session runs
 // here, nothing of it is missing from the queue, the queue is empty, and
-// every entry before the session is applied.
+// every entry before the session is applied (the floor).
 func (l *localFeed) serving(applied broker.Position) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.active && !l.gap && len(l.txs) == 0 && !applied.Less(l.start)
+	return l.active && !l.gap && len(l.txs) == 0 && !applied.Less(l.floor)
 }
 
 // takeLocal applies the queued transactions that directly follow what
-// the node applied, and drops those it applied already (read from the
-// stream); it stops at one that does not follow (the stream has entries
-// before it). It reports whether it applied any.
+// the node applied, once it has applied their session's floor, and drops
+// those it applied already (read from the stream); it stops at one it may
+// not take yet (the stream has entries before it). It reports whether it
+// applied any.
 func (f *follower) takeLocal() bool {
 	l := f.b.local
 	applied := false
@@ -161,7 +167,7 @@ func (f *follower) takeLocal() bool {
 			return applied
 		case f.hasApplied && !f.applied.Less(lt.last):
 			l.pop()
-		case f.hasApplied && !f.broken && len(f.pending) == 0 && !f.applied.Less(lt.prev):
+		case f.hasApplied && !f.broken && len(f.pending) == 0 && !f.applied.Less(lt.prev) && !f.applied.Less(lt.floor):
 			l.pop()
 			f.b.hub.Apply(lt.prev, lt.events)
 			f.applied = lt.last

@@ -148,3 +148,38 @@ func TestFollowerCatchesUpThroughFullBatches(t *testing.T) {
 		t.Fatalf("%d batches came from an XREAD sent ahead, want at least 2 of the 3 full ones after the first", n)
 	}
 }
+
+// TestLeaderReadsWhatItSkipsAfterABase: a session whose first entry's p is
+// a base (no flushed watermark: a new cluster's first leader died before
+// writing one, or Redis lost it) still skips the entries already in the
+// stream; the new leader, behind on them, reads them before it applies
+// its own transactions, as every other node does.
+func TestLeaderReadsWhatItSkipsAfterABase(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	w := newClient(t, srv)
+	loaded := tx(800, 1)
+	xadd(t, w, loaded.Events[0], 1, broker.Position{LSN: 700})
+	gate := make(chan struct{})
+	a := startNode(t, srv, 1000, func(_ *Config, br *Broker) {
+		br.beforeRead = func(ctx context.Context) {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+		}
+	})
+	a.rec.waitPos(t, loaded.Events[0].Position)
+	prevLeader := tx(850, 2) // appended by a leader that never raised the watermark
+	xadd(t, w, prevLeader.Events[0], 2, loaded.Events[0].Position)
+	xadd(t, w, prevLeader.Events[1], 2, prevLeader.Events[0].Position)
+	own := tx(1000, 1)
+	newReader(a.b, 800).publish(t, own) // p of its entry: the base 800-0
+	close(gate)
+	want := txPositions(loaded, prevLeader, own)
+	a.rec.waitPos(t, want[len(want)-1])
+	got, resets, implicit := a.rec.snapshot()
+	// The one reset is the history load's base.
+	if !slices.Equal(got, want) || !slices.Equal(resets, []broker.Position{{LSN: 700}}) || len(implicit) != 0 {
+		t.Fatalf("applied %v resets %v implicit %v; want %v after the load's reset to 0/2BC:0", got, resets, implicit, want)
+	}
+}
