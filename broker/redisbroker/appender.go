@@ -200,37 +200,42 @@ func (b *Broker) encodeTx(tx *broker.Tx, skip broker.Position) (*txItem, error) 
 	if len(tx.Events) == 0 {
 		return nil, nil
 	}
-	var evs []*broker.Event
-	last := broker.Position{}
+	last, first := broker.Position{}, len(tx.Events)
 	for i, ev := range tx.Events {
 		if ev.Position.LSN != tx.CommitLSN || ev.Position.Index == 0 || !last.Less(ev.Position) {
 			return nil, fmt.Errorf("append: event %d of the transaction committed at %X has position %s: want %X:<index from 1, increasing>", i+1, tx.CommitLSN, ev.Position, tx.CommitLSN)
 		}
 		last = ev.Position
-		if skip.Less(ev.Position) {
-			evs = append(evs, ev)
+		if first == len(tx.Events) && skip.Less(ev.Position) {
+			first = i
 		}
 	}
+	evs := tx.Events[first:] // positions increase: the events after skip
 	if len(evs) == 0 {
 		return nil, nil
 	}
 	txLen := tx.Events[len(tx.Events)-1].Position.Index
 	eb := builders.Get().(*entryBuilder)
 	defer builders.Put(eb)
-	var kept []*broker.Event
+	kept, dropped := evs, false // kept: the events encoded (a copy only when one is dropped)
 	for attempt := 0; attempt < 2; attempt++ {
 		eb.reset()
-		kept = kept[:0]
+		kept, dropped = evs, false
 		var lastOK broker.Position
-		for _, ev := range evs {
+		for j, ev := range evs {
 			if err := eb.add(ev, int(txLen)); err != nil {
 				if attempt == 0 {
 					b.log.Error().Err(err).Str("position", ev.Position.String()).Msg("dropping event that cannot be encoded for redis")
 				}
+				if !dropped {
+					kept, dropped = slices.Clone(evs[:j]), true
+				}
 				continue
 			}
 			lastOK = ev.Position
-			kept = append(kept, ev)
+			if dropped {
+				kept = append(kept, ev)
+			}
 		}
 		eb.close()
 		if len(eb.ids) == 0 {

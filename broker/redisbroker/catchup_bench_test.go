@@ -39,14 +39,7 @@ func BenchmarkFollowerCatchUp(b *testing.B) {
 	hist := max(10000, ntx*perTx+perTx)
 	leader := startNode(b, srv, hist)
 	gate := make(chan struct{})
-	follower := startNode(b, srv, hist, func(_ *Config, fb *Broker) {
-		fb.beforeRead = func(ctx context.Context) {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-			}
-		}
-	})
+	follower := startNode(b, srv, hist, heldUntil(gate))
 	ctx := context.Background()
 	if err := leader.b.Begin(ctx, broker.Position{LSN: 900}); err != nil {
 		b.Fatal(err)

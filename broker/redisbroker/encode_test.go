@@ -25,6 +25,11 @@ func TestAppendDropsAnEventItCannotEncode(t *testing.T) {
 	want := []*broker.Event{mid.Events[0], mid.Events[2], mid.Events[3], tail.Events[0], tail.Events[1]}
 	want = append(want, whole.Events...)
 	last := want[len(want)-1].Position
+	// The leader applies what it encoded (local.go): the same events.
+	a.rec.waitPos(t, last)
+	if got, _, _ := a.rec.snapshot(); !slices.Equal(got, posList(want)) {
+		t.Fatalf("the leader applied %v, want %v", got, posList(want))
+	}
 	b.rec.waitPos(t, last)
 	b.rec.mu.Lock()
 	defer b.rec.mu.Unlock()

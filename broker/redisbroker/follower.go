@@ -102,27 +102,7 @@ func (b *Broker) follow(ctx context.Context) {
 				b.beforeRead(ctx)
 			}
 			var n int
-			switch {
-			case f.takeLocal():
-				n = 1
-			case !f.broken && len(f.pending) == 0 && b.local.serving(f.applied) && f.hasApplied:
-				// This node appends: wait for its confirmed transactions
-				// (local.go); after a quiet BLOCK time, check the stream.
-				if !f.waitLocal(ctx) {
-					var behind bool
-					if behind, err = f.idle(ctx); behind && err == nil {
-						// Entries this node did not append: read the
-						// stream until it has caught up.
-						b.local.missed()
-					}
-				}
-				n = 1 // idle ran, or there is something to take
-			default:
-				gen := b.local.generation()
-				if n, err = f.read(ctx); n == 0 && err == nil {
-					b.local.caughtUp(gen)
-				}
-			}
+			n, err = f.next(ctx)
 			switch {
 			case err != nil:
 			case n == 0:
@@ -152,6 +132,34 @@ func (b *Broker) follow(ctx context.Context) {
 	}
 }
 
+// next takes in what comes next: this node's own confirmed transactions
+// (local.go), or, while it appends and has nothing of its own to take, a
+// wait for them, or else one XREAD. n is 0 only when the stream had
+// nothing new.
+func (f *follower) next(ctx context.Context) (n int, err error) {
+	b := f.b
+	switch {
+	case f.takeLocal():
+		return 1, nil
+	case f.atBoundary() && b.local.serving(f.applied):
+		// After a quiet BLOCK time, check the stream.
+		if !f.waitLocal(ctx) {
+			var behind bool
+			if behind, err = f.idle(ctx); behind && err == nil {
+				// Entries this node did not append: read the stream
+				// until it has caught up.
+				b.local.missed()
+			}
+		}
+		return 1, err // idle ran, or there is something to take
+	}
+	gen := b.local.generation()
+	if n, err = f.read(ctx); n == 0 && err == nil {
+		b.local.caughtUp(gen)
+	}
+	return n, err
+}
+
 // conn returns the loop's connection, taking one from the pool if needed.
 func (f *follower) conn(ctx context.Context) rueidis.DedicatedClient {
 	f.settle() // one command at a time on it
@@ -171,6 +179,13 @@ func (f *follower) dropConn() {
 	}
 	f.settle() // the closed connection ends it
 	f.pre = nil
+}
+
+// atBoundary reports whether the node has a position, is between two
+// transactions and skipped no entry since: where a transaction of its own
+// appender may follow (local.go).
+func (f *follower) atBoundary() bool {
+	return f.hasApplied && !f.broken && len(f.pending) == 0
 }
 
 // restart drops a partly assembled transaction: reading continues after
@@ -252,57 +267,6 @@ func (f *follower) read(ctx context.Context) (int, error) {
 		f.take(e)
 	}
 	return len(entries), nil
-}
-
-// prefetch is an XREAD sent ahead (without BLOCK) for the entries after
-// cursor, while the loop applies the batch before them.
-type prefetch struct {
-	cursor  string
-	done    chan struct{}
-	entries []rueidis.XRangeSlice
-	err     error
-}
-
-// prefetch sends the next XREAD on the loop's connection; the loop sends
-// nothing else on it until settle.
-func (f *follower) prefetch(ctx context.Context, cursor string) {
-	c := f.conn(ctx)
-	p := &prefetch{cursor: cursor, done: make(chan struct{})}
-	cmd := c.B().Xread().Count(readCount).Streams().Key(f.b.keys.stream).Id(cursor).Build()
-	f.pre = p
-	go func() {
-		defer close(p.done)
-		rctx, cancel := context.WithTimeout(ctx, readGraceTime)
-		defer cancel()
-		res, err := c.Do(rctx, cmd).AsXReadSlices()
-		if err != nil && !rueidis.IsRedisNil(err) {
-			p.err = err
-		}
-		p.entries = res[f.b.keys.stream]
-	}()
-}
-
-// settle waits for the prefetch in flight, if any (its result stays).
-func (f *follower) settle() {
-	if f.pre != nil {
-		<-f.pre.done
-	}
-}
-
-// prefetched returns the prefetched entries when they continue where the
-// loop is (false: none, an error, or the loop moved on: XREAD again).
-func (f *follower) prefetched() ([]rueidis.XRangeSlice, bool) {
-	p := f.pre
-	if p == nil {
-		return nil, false
-	}
-	<-p.done
-	f.pre = nil
-	if p.err != nil || p.cursor != f.cursor || len(p.entries) == 0 {
-		return nil, false
-	}
-	f.b.prefetchHits.Add(1)
-	return p.entries, true
 }
 
 // idle runs when the stream had nothing new: it moves this node's position

@@ -168,6 +168,19 @@ type node struct {
 
 type nodeOpt func(*Config, *Broker)
 
+// heldUntil holds the node's follower loop before each read (after its
+// history load) until gate is closed.
+func heldUntil(gate <-chan struct{}) nodeOpt {
+	return func(_ *Config, br *Broker) {
+		br.beforeRead = func(ctx context.Context) {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
 func startNode(t testing.TB, srv *redistest.Server, history int, opts ...nodeOpt) *node {
 	t.Helper()
 	c := newClient(t, srv)

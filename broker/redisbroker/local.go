@@ -167,7 +167,7 @@ func (f *follower) takeLocal() bool {
 			return applied
 		case f.hasApplied && !f.applied.Less(lt.last):
 			l.pop()
-		case f.hasApplied && !f.broken && len(f.pending) == 0 && !f.applied.Less(lt.prev) && !f.applied.Less(lt.floor):
+		case f.atBoundary() && !f.applied.Less(lt.prev) && !f.applied.Less(lt.floor):
 			l.pop()
 			f.b.hub.Apply(lt.prev, lt.events)
 			f.applied = lt.last

@@ -59,14 +59,7 @@ func TestLeaderAppliesItsOwnTransactions(t *testing.T) {
 func TestLeaderReadsWhatWasAppendedBeforeItsSession(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	gate := make(chan struct{})
-	a := startNode(t, srv, 1000, func(_ *Config, br *Broker) {
-		br.beforeRead = func(ctx context.Context) {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-			}
-		}
-	})
+	a := startNode(t, srv, 1000, heldUntil(gate))
 	w := newClient(t, srv)
 	old := tx(800, 3)
 	prev := broker.Position{LSN: 700}
@@ -124,14 +117,7 @@ func TestFollowerCatchesUpThroughFullBatches(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	gate := make(chan struct{})
 	a := startNode(t, srv, 10000)
-	b := startNode(t, srv, 10000, func(_ *Config, br *Broker) {
-		br.beforeRead = func(ctx context.Context) {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-			}
-		}
-	})
+	b := startNode(t, srv, 10000, heldUntil(gate))
 	var txs []*broker.Tx
 	for i := 0; i < 3*readCount+10; i++ {
 		txs = append(txs, tx(uint64(1000+10*i), 1))
@@ -160,14 +146,7 @@ func TestLeaderReadsWhatItSkipsAfterABase(t *testing.T) {
 	loaded := tx(800, 1)
 	xadd(t, w, loaded.Events[0], 1, broker.Position{LSN: 700})
 	gate := make(chan struct{})
-	a := startNode(t, srv, 1000, func(_ *Config, br *Broker) {
-		br.beforeRead = func(ctx context.Context) {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-			}
-		}
-	})
+	a := startNode(t, srv, 1000, heldUntil(gate))
 	a.rec.waitPos(t, loaded.Events[0].Position)
 	prevLeader := tx(850, 2) // appended by a leader that never raised the watermark
 	xadd(t, w, prevLeader.Events[0], 2, loaded.Events[0].Position)

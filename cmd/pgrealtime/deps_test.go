@@ -21,6 +21,9 @@ func depsScript(t *testing.T, tools []string, env ...string) (string, error) {
 	for _, name := range tools {
 		p, err := exec.LookPath(name)
 		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed: %v", name, err)
+			}
 			t.Skipf("%s not installed: %v", name, err)
 		}
 		if err := os.Symlink(p, filepath.Join(dir, name)); err != nil {
